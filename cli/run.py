@@ -1,0 +1,91 @@
+"""``deconv run``: deconvolve an image file with a zoo model."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deconv.cli.app import Quiet, app, parse_numbers, reporter
+
+
+class BackProjector(str, Enum):
+    traditional = "traditional"
+    gaussian = "gaussian"
+    butterworth = "butterworth"
+    wiener = "wiener"
+    wiener_butterworth = "wiener-butterworth"
+
+
+class Boundary(str, Enum):
+    noncirculant = "noncirculant"
+    reflect = "reflect"
+    zero = "zero"
+
+
+class OutputType(str, Enum):
+    float32 = "float32"
+    uint16 = "uint16"
+
+
+@app.command("run")
+def run_command(
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="TIFF, OME-TIFF or Zarr.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output image (.tif/.zarr).")],
+    psf: Annotated[Path, typer.Option(help="PSF TIFF.")],
+    model: Annotated[str, typer.Option(help="Zoo model name.")] = "rl",
+    iterations: Annotated[int, typer.Option(min=1, help="RL iterations.")] = 30,
+    background: Annotated[
+        str, typer.Option(help="Camera offset in input units, or 'auto' (0.5 percentile).")
+    ] = "0",
+    back_projector: Annotated[
+        BackProjector, typer.Option(help="RL back projector.")
+    ] = BackProjector.traditional,
+    alpha: Annotated[float, typer.Option(help="Wiener regularisation.")] = 0.02,
+    beta: Annotated[float, typer.Option(help="Back projector gain at the cutoff.")] = 0.01,
+    order: Annotated[int, typer.Option(help="Butterworth order.")] = 10,
+    boundary: Annotated[Boundary, typer.Option(help="Edge handling.")] = Boundary.noncirculant,
+    acceleration: Annotated[
+        bool, typer.Option("--acceleration/--no-acceleration", help="Biggs-Andrews.")
+    ] = False,
+    stack: Annotated[
+        bool, typer.Option(help="The first axis is a stack of independent images.")
+    ] = False,
+    voxel_size: Annotated[
+        str | None, typer.Option(help="Input voxel size 'dz,dy,dx' µm (overrides metadata).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    output_dtype: Annotated[OutputType, typer.Option(help="Output pixel type.")] = (
+        OutputType.float32
+    ),
+    uint16_scale: Annotated[
+        float | None, typer.Option(help="uint16 = value x scale (default: fit the range).")
+    ] = None,
+    key: Annotated[str | None, typer.Option(help="Array name inside a Zarr group.")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Deconvolve INPUT with Richardson-Lucy and the given PSF."""
+    from deconv.errors import DeconvError
+    from deconv.richardson_lucy import RLConfig
+    from deconv.runtime.run import RunOptions, deconvolve_file
+
+    if background != "auto":
+        try:
+            background = float(background)
+        except ValueError:
+            raise DeconvError(f"--background: a number or 'auto', not {background!r}") from None
+    options = RunOptions(
+        model=model,
+        rl=RLConfig(
+            iterations=iterations, back_projector=back_projector.value, alpha=alpha, beta=beta,
+            order=order, boundary=boundary.value, acceleration=acceleration,
+        ),
+        background=background, stack=stack, voxel_size=parse_numbers(voxel_size, float,
+        "--voxel-size"), device=device, output_dtype=output_dtype.value,
+        uint16_scale=uint16_scale, key=key,
+    )  # fmt: skip
+    summary = deconvolve_file(input_path, output, psf, options, reporter(quiet))
+    typer.echo(f"wrote {summary['output']} ({'x'.join(map(str, summary['shape']))}, "
+               f"{summary['device']})")  # fmt: skip

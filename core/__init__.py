@@ -1,0 +1,24 @@
+"""deconv: a model zoo and runtime for fluorescence-microscopy deconvolution.
+
+The package root holds the physics shared by every model: PSFs (:mod:`deconv.psf`),
+synthetic data (:mod:`deconv.synth`), classical Richardson-Lucy (:mod:`deconv.richardson_lucy`),
+metrics (:mod:`deconv.metrics`) and image I/O (:mod:`deconv.io`).
+"""
+
+import os
+
+# Idle OpenMP threads (torch's) otherwise spin for a while after each element-wise pass and
+# steal the cores scipy's FFT threads need: ~2x slower RL on 2 cores. Must be set before
+# torch is imported; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from importlib.metadata import PackageNotFoundError, version
+
+from deconv.errors import DeconvError
+
+try:
+    __version__ = version("deconv")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["DeconvError", "__version__"]

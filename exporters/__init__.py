@@ -1,0 +1,1 @@
+"""Exporters to ONNX, TorchScript and TensorRT, one module per format (packaging issue)."""

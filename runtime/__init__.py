@@ -1,0 +1,1 @@
+"""Execution of zoo models on files (and, later, tiled and distributed)."""
