@@ -23,6 +23,7 @@ class Boundary(str, Enum):
     noncirculant = "noncirculant"
     reflect = "reflect"
     zero = "zero"
+    periodic = "periodic"
 
 
 class OutputType(str, Enum):

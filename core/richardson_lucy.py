@@ -11,6 +11,9 @@ Edges (``boundary``):
   only on the image, and the update is divided by B applied to the image mask. Objects just
   outside the field of view are explained instead of folded back, so nothing rings.
 - ``reflect``: the image is mirror-padded by half the PSF, then plain circular RL.
+- ``periodic``: no padding at all (the image wraps around), the cheapest; right only for
+  data that is periodic or already padded by the caller, and the convention of peers
+  such as RedLionfish, kept for like-for-like comparisons.
 - ``zero``: estimate restricted to the image, zero outside, no normalisation; this is
   scikit-image's convention (its ``richardson_lucy`` convolves in "same" mode), kept so that
   the two can be compared voxel for voxel.
@@ -27,23 +30,25 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import scipy.fft
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from deconv.back_projectors import BackProjectorConfig, BackProjectorKind, back_projector
 from deconv.errors import DeconvError
 from deconv.fft import (
+    FFT_WORKERS,
+    fft_friendly_threads,
     irfftn,
     irfftn_cropped,
     next_smooth_size,
     rfftn,
-    rfftn_padded,
     shift_phase,
     transfer_function,
     tune_allocator,
 )
 
-Boundary = Literal["noncirculant", "reflect", "zero"]
+Boundary = Literal["noncirculant", "reflect", "zero", "periodic"]
 # Voxels of the grown estimate that receive less than this fraction of a full back
 # projection are not estimated: the data hardly constrains them, and float32 round-off in
 # the normalisation would dominate. 1e-2 already bends a flat field by 10% at the corners;
@@ -84,14 +89,12 @@ class _Plan:
 
     padded: tuple[int, ...]
     valid: tuple[slice, ...]
-    # For pruned plans both carry phase ramps: psf_tf moves the valid region to the corner
-    # of the grid, bp_tf moves the corner back to the valid region.
-    psf_tf: torch.Tensor
+    psf_tf: torch.Tensor  # for pruned plans with a phase ramp: valid region -> grid corner
     bp_tf: torch.Tensor
     weight: torch.Tensor | None  # 1 / B(mask) where updated (noncirculant only)
     frozen: torch.Tensor | None  # 1 where the estimate is kept, not updated
     support: torch.Tensor | None  # 1 where the estimate lives
-    pruned: bool  # data only in the valid region: the blur and ratio live there only
+    pruned: bool  # data only in the valid region: the blur is needed there only
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -122,29 +125,28 @@ class RichardsonLucy:
 
     def _make_plan(self, shape: tuple[int, ...]) -> _Plan:
         check_psf_fits(shape, self.psf.shape)
+        boundary = self.config.boundary
         padded = tuple(
-            next_smooth_size(n + p - 1) for n, p in zip(shape, self.psf.shape, strict=True)
+            n if boundary == "periodic" else next_smooth_size(n + p - 1)
+            for n, p in zip(shape, self.psf.shape, strict=True)
         )
-        if self.config.boundary == "reflect":
+        if boundary in ("reflect", "periodic"):
             lo = [(s - n) // 2 for s, n in zip(padded, shape)]
         else:
             lo = [p // 2 for p in self.psf.shape]
         valid = tuple(slice(a, a + n) for a, n in zip(lo, shape))
-        pruned = self.config.boundary != "reflect"
+        pruned = boundary in ("noncirculant", "zero")
         psf_tf = transfer_function(self.psf, padded)
-        if pruned:
-            psf_tf = psf_tf * shift_phase(padded, lo)
-        psf_tf = self._tensor(psf_tf)
         bp_tf = transfer_function(self.back_projector, padded)
-        if pruned:
-            bp_tf = bp_tf * shift_phase(padded, [-a for a in lo])
-        bp_tf = self._tensor(bp_tf)
         weight = frozen = support = None
         if self.config.boundary == "noncirculant":
-            weight, frozen, support = self._normalisation(padded, valid)
+            weight, frozen, support = self._normalisation(padded, valid, psf_tf, bp_tf)
+        if pruned:
+            psf_tf = psf_tf * shift_phase(padded, lo)
+        psf_tf, bp_tf = self._tensor(psf_tf), self._tensor(bp_tf)
         return _Plan(padded, valid, psf_tf, bp_tf, weight, frozen, support, pruned)
 
-    def _normalisation(self, padded, valid):
+    def _normalisation(self, padded, valid, psf_tf: np.ndarray, bp_tf: np.ndarray):
         """Where the grown estimate lives, where it is updated, and the update's divisor.
 
         The estimate lives wherever the PSF carries light into the image (H^T 1 above a
@@ -156,15 +158,14 @@ class RichardsonLucy:
         """
         mask = np.zeros(padded, dtype=np.float64)
         mask[valid] = 1.0
-        mask_spectrum = np.fft.rfftn(mask)
-        axes = tuple(range(len(padded)))
+        mask_spectrum = scipy.fft.rfftn(mask, workers=FFT_WORKERS)
 
-        def reach(kernel: np.ndarray) -> np.ndarray:
-            spectrum = mask_spectrum * transfer_function(kernel, padded)
-            return np.fft.irfftn(spectrum, s=padded, axes=axes)
+        def reach(transfer: np.ndarray) -> np.ndarray:
+            return scipy.fft.irfftn(mask_spectrum * transfer, s=padded, workers=FFT_WORKERS)
 
-        support = reach(np.flip(self.psf)) > _SUPPORT_THRESHOLD
-        coverage = reach(self.back_projector)
+        # the flipped PSF's transfer function is the conjugate of the PSF's
+        support = reach(np.conj(psf_tf)) > _SUPPORT_THRESHOLD
+        coverage = reach(bp_tf)
         threshold = _SUPPORT_THRESHOLD if self._matched else _UNMATCHED_THRESHOLD
         updated = support & (coverage > threshold)
         weight = np.where(updated, 1.0 / np.where(updated, coverage, 1.0), 0.0)
@@ -196,10 +197,17 @@ class RichardsonLucy:
         # per image: one bright image in a batch must not change how a dim one is treated
         peak = y.flatten(1).amax(1).reshape((-1,) + (1,) * ndim)
         floor = (self.config.floor * peak).clamp_min(1e-12)
+        with fft_friendly_threads(self.device):
+            x = self._iterate(x, data, plan, floor, iterations or self.config.iterations, callback)
+        out = x[(slice(None), *plan.valid)]
+        return out.reshape((*batch_shape, *spatial))
+
+    def _iterate(self, x, data, plan: _Plan, floor, iterations: int, callback) -> torch.Tensor:
+        ndim = len(plan.padded)
         bg = self.config.background
         accelerate = self.config.acceleration
         x_prev = g1 = g2 = None
-        for k in range(iterations or self.config.iterations):
+        for k in range(iterations):
             start = x
             if accelerate and g2 is not None:
                 start = _extrapolate(x, x_prev, g1, g2, ndim)
@@ -210,14 +218,13 @@ class RichardsonLucy:
             x = new
             if callback is not None:
                 callback(k + 1)
-        out = x[(slice(None), *plan.valid)]
-        return out.reshape((*batch_shape, *spatial))
+        return x
 
     def _start(self, y: torch.Tensor, plan: _Plan) -> tuple[torch.Tensor, torch.Tensor]:
         """The data as the iteration wants it, and the starting estimate.
 
-        For pruned plans the data stays compact: the ratio is formed on the valid region
-        only and transformed as if zero-padded.
+        For pruned plans the data stays compact, and a zero-filled grid receives each
+        ratio in its valid region (the zeros outside never change).
         """
         batch = y.shape[0]
         full = (batch, *plan.padded)
@@ -227,15 +234,18 @@ class RichardsonLucy:
             for sl, s in reversed(list(zip(plan.valid, plan.padded))):
                 pads += [sl.start, s - sl.stop]
             data = _reflect_pad(y, pads)
+        elif self.config.boundary == "periodic":
+            data = y.contiguous()
         else:
             data = y.contiguous()
+            self._ratio = torch.zeros(full, dtype=torch.float32, device=self.device)
         bg = self.config.background
         if self.config.init is not None:
             level = torch.full((batch,), float(self.config.init), device=self.device)
         else:
             level = (y - bg).flatten(1).mean(1).clamp_min(1e-6 * max(float(y.max()), 1e-12))
         level = level.reshape((batch,) + (1,) * len(plan.padded))
-        if self.config.boundary == "reflect":
+        if self.config.boundary in ("reflect", "periodic"):
             x = level.expand(full).clone()
         elif self.config.boundary == "zero":
             x = torch.zeros(full, dtype=torch.float32, device=self.device)
@@ -245,7 +255,7 @@ class RichardsonLucy:
         return data, x
 
     def _step(self, x, data, plan: _Plan, floor: torch.Tensor, bg: float) -> torch.Tensor:
-        """One iteration: four real FFTs (two pruned) and in-place element-wise passes."""
+        """One iteration: four real FFTs (one pruned) and in-place element-wise passes."""
         ndim = len(plan.padded)
         spectrum = rfftn(x, ndim)
         spectrum.mul_(plan.psf_tf)
@@ -256,8 +266,12 @@ class RichardsonLucy:
         if bg:
             blurred.add_(bg)
         torch.maximum(blurred, floor, out=blurred)
-        ratio = torch.div(data, blurred, out=blurred)
-        spectrum = rfftn_padded(ratio, plan.padded) if plan.pruned else rfftn(ratio, ndim)
+        if plan.pruned:
+            ratio = self._ratio
+            torch.div(data, blurred, out=ratio[(slice(None), *plan.valid)])
+        else:
+            ratio = torch.div(data, blurred, out=blurred)
+        spectrum = rfftn(ratio, ndim)
         spectrum.mul_(plan.bp_tf)
         correction = irfftn(spectrum, plan.padded)
         if plan.weight is not None:

@@ -309,3 +309,11 @@ def test_rl_config_forbids_unknown_keys():
 def test_misspelt_override_is_rejected():
     with pytest.raises(ValidationError):
         richardson_lucy(np.ones((20, 20), np.float32), np.ones((3, 3)) / 9, iteration=5)
+
+
+def test_periodic_boundary_equals_textbook_circulant_rl(psf2d):
+    rng = np.random.default_rng(7)
+    image = rng.uniform(0.5, 1.5, size=(40, 44)).astype(np.float32)
+    ours = richardson_lucy(image, psf2d.data, iterations=5, boundary="periodic")
+    reference = _periodic_rl(image.astype(np.float64), psf2d.data.astype(np.float64), 5)
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-5 * reference.max())
