@@ -57,6 +57,9 @@ def run_command(
     voxel_size: Annotated[
         str | None, typer.Option(help="Input voxel size 'dz,dy,dx' µm (overrides metadata).")
     ] = None,
+    psf_voxel_size: Annotated[
+        str | None, typer.Option(help="PSF voxel size 'dz,dy,dx' µm (measured PSFs).")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     output_dtype: Annotated[OutputType, typer.Option(help="Output pixel type.")] = (
         OutputType.float32
@@ -84,7 +87,8 @@ def run_command(
             order=order, boundary=boundary.value, acceleration=acceleration,
         ),
         background=background, stack=stack, voxel_size=parse_numbers(voxel_size, float,
-        "--voxel-size"), device=device, output_dtype=output_dtype.value,
+        "--voxel-size"), psf_voxel_size=parse_numbers(psf_voxel_size, float, "--psf-voxel-size"),
+        device=device, output_dtype=output_dtype.value,
         uint16_scale=uint16_scale, key=key,
     )  # fmt: skip
     summary = deconvolve_file(input_path, output, psf, options, reporter(quiet))

@@ -23,6 +23,9 @@ def synth_command(
     photons: Annotated[float, typer.Option(help="Photons per ground-truth unit.")] = 5.0,
     background: Annotated[float, typer.Option(help="Background offset, counts.")] = 30.0,
     read_noise: Annotated[float, typer.Option(help="Gaussian read noise sigma, counts.")] = 0.5,
+    psf_voxel_size: Annotated[
+        str | None, typer.Option(help="PSF voxel size 'dz,dy,dx' µm (measured PSFs).")
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Simulate "mixed structure" samples blurred by a PSF, with Poisson and read noise."""
@@ -34,7 +37,7 @@ def synth_command(
     config = SynthConfig(
         structures=classes, photon_scale=photons, background=background, read_noise=read_noise
     )
-    kernel = load_psf(psf)
+    kernel = load_psf(psf, voxel_size=parse_numbers(psf_voxel_size, float, "--psf-voxel-size"))
     paths = write_synthetic_dataset(
         output, kernel.data, n=n, shape=sizes, seed=seed, voxel_size=kernel.voxel_size,
         config=config, progress=not quiet,

@@ -38,6 +38,7 @@ class RunOptions(BaseModel):
     background: float | Literal["auto"] = 0.0
     stack: bool = False
     voxel_size: tuple[float, ...] | None = None
+    psf_voxel_size: tuple[float, ...] | None = None
     device: str = "auto"
     output_dtype: OutputDType = "float32"
     uint16_scale: float | None = Field(None, gt=0)
@@ -72,7 +73,7 @@ def deconvolve_file(
     image = read_image(input_path, key=options.key)
     data = np.asarray(image.data[...], dtype=np.float32)
     voxel_size = options.voxel_size or image.voxel_size
-    psf = load_psf(psf_path)
+    psf = load_psf(psf_path, voxel_size=options.psf_voxel_size)
     check_dimensions(data.shape, psf.data.shape, options.stack, fit=False)
     psf = psf_for_image(psf, _spatial(voxel_size, psf.ndim), notify=reporter.info)
     check_dimensions(data.shape, psf.data.shape, options.stack)

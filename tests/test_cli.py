@@ -236,3 +236,15 @@ def test_run_zarr_in_and_out(tmp_path, sample, capsys):
     result = read_image(out)
     assert result.voxel_size == pytest.approx(raw.voxel_size)
     np.testing.assert_array_equal(np.asarray(result.data[...]), read_image(tiff_out).data)
+
+
+def test_measured_psf_needs_and_takes_a_voxel_size(tmp_path, sample, capsys):
+    measured = tmp_path / "measured.tif"
+    tifffile.imwrite(measured, read_image(sample["psf"]).data)  # no metadata at all
+    out = tmp_path / "o.tif"
+    code, _, err = call(capsys, *run_args(sample["raw"], out, measured))
+    assert_clean_failure(code, err, "no voxel size", out)
+    code, _, _ = call(capsys, *run_args(sample["raw"], out, measured, "--psf-voxel-size",
+                                        "0.2,0.065,0.065"))  # fmt: skip
+    assert code == 0
+    assert read_image(out).extra["deconv.psf"]["generator"] == "measured"
