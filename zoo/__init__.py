@@ -1,37 +1,43 @@
 """The model zoo: every deconvolution method behind one name.
 
-Today the zoo holds the classical ``rl`` model (Richardson-Lucy with a PSF and a back
-projector, no trainable weights). The networks (RLN, RCAN, m-rBCR), their pydantic configs
-and the ``deconv.models`` entry-point group for third-party models extend this registry.
+``create_model(name, **overrides)``, ``list_models(pattern)`` and ``get_model_card(name)``
+cover the built-in networks (RLN, RCAN, m-rBCR, in 2D and 3D, with tiny test variants), the
+classical ``rl`` model, and models other packages contribute through the ``deconv.models``
+entry-point group (see :mod:`deconv.zoo.registry` and ``specs/model-zoo-plugins.md``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from deconv.zoo import rcan, rln
+from deconv.zoo.card import Citation, ModelCard, ModelConfig, Normalization
+from deconv.zoo.registry import (
+    ENTRY_POINT_GROUP,
+    ModelSpec,
+    architecture_spec,
+    create_model,
+    get_model_card,
+    list_models,
+    refresh_plugins,
+    register_model,
+)
+from deconv.zoo.rl import RL_SPEC
 
-from deconv.errors import DeconvError
-from deconv.zoo.rl import RL_CARD, build_rl
+register_model("rl", RL_SPEC)
+for _module, _class in ((rln, rln.RLN), (rcan, rcan.RCAN)):
+    for _name, _config in _module.VARIANTS.items():
+        register_model(_name, architecture_spec(_config, _class, _module.card))
 
-_BUILDERS: dict[str, Callable[..., Any]] = {"rl": build_rl}
-_CARDS: dict[str, dict[str, Any]] = {"rl": RL_CARD}
-
-
-def list_models() -> list[str]:
-    return sorted(_BUILDERS)
-
-
-def get_model_card(name: str) -> dict[str, Any]:
-    _check_name(name)
-    return dict(_CARDS[name])
-
-
-def create_model(name: str, **kwargs: Any) -> Any:
-    """Build the model registered under ``name`` with the builder's keyword arguments."""
-    _check_name(name)
-    return _BUILDERS[name](**kwargs)
-
-
-def _check_name(name: str) -> None:
-    if name not in _BUILDERS:
-        raise DeconvError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Citation",
+    "ModelCard",
+    "ModelConfig",
+    "ModelSpec",
+    "Normalization",
+    "architecture_spec",
+    "create_model",
+    "get_model_card",
+    "list_models",
+    "refresh_plugins",
+    "register_model",
+]

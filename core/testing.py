@@ -1,0 +1,63 @@
+"""Conformance checks a plugin author runs against their model: ``check_model(name)``.
+
+The same checks run in our own suite for every built-in, so "it works in deconv" means one
+thing: the model builds from the registry, runs on two input sizes that its card allows,
+keeps the input's shape, round-trips its config through JSON into an identical network,
+and its card states the true parameter count. ONNX export joins the list with the
+exporters.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from deconv.zoo import create_model, get_model_card
+
+
+def _sizes(card, scale: int) -> tuple[int, ...]:
+    """Allowed sizes (min + k * step, at least 8), different per axis and per ``scale``."""
+    ndim = card.ndim or 2
+    sizes = []
+    for axis in range(ndim):
+        low = card.min_size[axis % len(card.min_size)]
+        step = card.step[axis % len(card.step)]
+        base = low + step * math.ceil(max(0, 8 - low) / step)
+        sizes.append(base + step * (scale + axis))
+    return tuple(sizes)
+
+
+def check_model(name: str, **overrides: Any) -> dict[str, Any]:
+    """Raise AssertionError with a readable message at the first failed check."""
+    card = get_model_card(name)
+    assert card.name == name, f"card name {card.name!r} != registered name {name!r}"
+    model = create_model(name, **overrides)
+    assert isinstance(model, torch.nn.Module), f"{name} built a {type(model).__name__}"
+    config = getattr(model, "config", None)
+    assert config is not None, f"{name}: the model has no .config"
+    dumped = config.model_dump()
+    assert dumped.get("architecture") == card.architecture, (
+        f"{name}: config architecture {dumped.get('architecture')!r} != card {card.architecture!r}"
+    )
+    rebuilt = type(model)(**type(config).model_validate_json(config.model_dump_json()).model_dump())
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    rebuilt_shapes = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
+    assert shapes == rebuilt_shapes, f"{name}: config round-trip builds a different network"
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if card.parameters is not None:
+        assert n_params == card.parameters, (
+            f"{name}: card says {card.parameters} parameters, the model has {n_params}"
+        )
+    model.eval()
+    ran = []
+    for scale in (0, 1):
+        size = _sizes(card, scale)
+        x = torch.rand((1, 1, *size))
+        with torch.no_grad():
+            y = model(x)
+        assert tuple(y.shape) == tuple(x.shape), f"{name}: input {x.shape} gave output {y.shape}"
+        assert torch.isfinite(y).all(), f"{name}: non-finite output for input {tuple(x.shape)}"
+        ran.append(size)
+    return {"name": name, "parameters": n_params, "sizes": ran}

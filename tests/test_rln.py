@@ -1,0 +1,104 @@
+"""RLN: the published parameter count, the graph's facts, receptive field, odd sizes, loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deconv.errors import DeconvError
+from deconv.zoo import create_model, get_model_card
+from deconv.zoo.rln import RLN, RLNConfig, receptive_halo, rln_loss
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_parameter_count_matches_the_paper_3d():
+    # 3x3x3 conv weights, (in x out) per layer:
+    #   FP1 1*4 + 4*4 + 8*4 = 52; BP1 1*8 + 8*8 + 16*8 = 200; BP1 after upsampling 4*4 = 16
+    #   FP2 1*4 + 4*4 = 20; BP2 1*8 + 8*8 = 72; merge 1*8 + 10*8 + 16*8 = 216
+    #   -> (52 + 200 + 16 + 20 + 72 + 216) * 27 = 576 * 27 = 15,552
+    # transposed 2x2x2 conv 8 -> 4: 8 * 4 * 8 = 256  => conv weights 15,808
+    # BatchNorm channels: 4+4+4 +1 +8+8+8+4+4 +1 +4+4 +1 +8+8 +1 +8 = 80 -> 160 affine
+    assert n_params(RLN(ndim=3)) == 15_808 + 160 == 15_968
+    assert get_model_card("rln3d").parameters == 15_968
+
+
+def test_parameter_count_2d():
+    # same graph with 3x3 kernels: 576 * 9 + 8 * 4 * 4 (2x2 transposed) + 160 = 5,472
+    assert n_params(RLN(ndim=2)) == 576 * 9 + 128 + 160 == 5_472
+
+
+def test_graph_facts():
+    model = RLN()
+    convs = [
+        m for m in model.modules() if isinstance(m, torch.nn.Conv3d | torch.nn.ConvTranspose3d)
+    ]
+    assert len(convs) == 15 and all(c.bias is None for c in convs)  # 14 convs + 1 transposed
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    assert all(n.eps == 1e-3 and n.momentum == 0.01 for n in norms)
+
+
+def test_forward_projector_starts_as_gaussians():
+    torch.manual_seed(0)
+    weight = RLN().fp1_a1.conv.weight.detach()  # (4 filters, 1 input, 3, 3, 3)
+    centre = weight[:, 0, 1, 1, 1]
+    assert torch.all((centre >= 0.7) & (centre <= 1.0))  # peak 1 scaled by U(0.7, 1)
+    corner = weight[:, 0, 0, 0, 0] / centre
+    # sigma 4, 1, 2, 3 voxels: corner/centre = exp(-3 / (2 sigma^2))
+    expected = torch.exp(-3 / (2 * torch.tensor([4.0, 1.0, 2.0, 3.0]) ** 2))
+    torch.testing.assert_close(corner, expected)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_receptive_field_matches_autograd(ndim):
+    torch.manual_seed(0)
+    model = RLN(ndim=ndim).eval().double()
+    size = 40
+    x = (torch.rand((1, 1) + (size,) * ndim, dtype=torch.float64) + 0.5).requires_grad_(True)
+    centre = (size // 2,) * ndim
+    model(x)[(0, 0, *centre)].backward()
+    reached = (x.grad[0, 0] != 0).nonzero()
+    halo = receptive_halo(RLNConfig(ndim=ndim))
+    for axis in range(ndim):
+        lo = centre[axis] - int(reached[:, axis].min())
+        hi = int(reached[:, axis].max()) - centre[axis]
+        assert max(lo, hi) == halo  # the card's halo is tight, not just an upper bound
+    assert get_model_card(f"rln{ndim}d").halo == (halo,) * ndim
+
+
+def test_odd_sizes_equal_the_even_padded_result():
+    torch.manual_seed(0)
+    model = RLN().eval()
+    x = torch.rand(1, 1, 9, 14, 13)
+    padded = torch.nn.functional.pad(x, (0, 1, 0, 0, 0, 1), mode="reflect")
+    with torch.no_grad():
+        out, expected = model(x), model(padded)[..., :9, :14, :13]
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, expected)
+
+
+def test_loss_is_zero_only_for_a_perfect_prediction():
+    torch.manual_seed(0)
+    gt, raw = torch.rand(2, 1, 16, 16, 16), torch.rand(2, 1, 16, 16, 16)
+    aux = 0.8 * gt + 0.2 * raw
+    assert rln_loss(gt, aux, gt, raw).item() == pytest.approx(0.0, abs=1e-6)
+    assert rln_loss(gt + 0.1, aux, gt, raw).item() > 0.005
+    assert rln_loss(gt, aux + 0.1, gt, raw).item() == pytest.approx(0.1 * 0.01, rel=1e-4)
+
+
+def test_divisions_stay_float32_under_autocast():
+    model = RLN(ndim=2).eval()
+    x = torch.rand(1, 1, 16, 16)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out, aux = model.forward_with_aux(x)
+    assert aux.dtype == torch.float32  # the product y * BP(ratio) kept in float32
+    with torch.no_grad():
+        reference = model(x)
+    assert (out.float() - reference).abs().max() < 0.1 * reference.abs().max()
+
+
+def test_bad_config():
+    with pytest.raises(DeconvError, match="ndim"):
+        create_model("rln3d", ndim=1)

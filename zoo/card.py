@@ -1,0 +1,57 @@
+"""What every zoo model declares about itself: its config and its card.
+
+A model's *config* is a pydantic model with ``extra="forbid"`` and a literal ``architecture``
+discriminator whose ``model_dump()`` is exactly the keyword arguments of the model's
+constructor, so a config round-trips through JSON (run directories, bioimage.io packages)
+into the same network. A model's *card* is what runtimes, exporters and packagers need to
+know without reading its code: dimensionality, input size constraints, the halo for tiling,
+normalisation, loss and citation.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelConfig(BaseModel):
+    """Base of every architecture config (subclasses add ``architecture`` and fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Citation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    doi: str | None = None
+
+
+class Normalization(BaseModel):
+    """How raw intensities are mapped before the network sees them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["percentile", "min_max", "none"] = "percentile"
+    low: float = Field(0.0, ge=0, le=100, description="lower percentile")
+    high: float = Field(99.8, ge=0, le=100, description="upper percentile")
+
+
+class ModelCard(BaseModel):
+    """The facts about one registered model (an architecture plus its settings)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    architecture: str
+    description: str
+    ndim: Literal[2, 3] | None = Field(description="spatial dimensions; None: as the PSF")
+    trainable: bool = True
+    min_size: tuple[int, ...] = Field(description="smallest input size per spatial axis")
+    step: tuple[int, ...] = Field(description="valid sizes are min_size + k * step")
+    halo: tuple[int, ...] = Field(description="voxels per side a tile needs for exact output")
+    normalization: Normalization = Field(default_factory=Normalization)
+    loss: str
+    citation: list[Citation]
+    parameters: int | None = Field(None, description="trainable parameters")

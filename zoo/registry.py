@@ -1,0 +1,163 @@
+"""One registry for every model, built in or contributed by other packages.
+
+Built-in models register a :class:`ModelSpec` under a name (``rln3d``, ``rcan2d``, ``rl``).
+Other packages contribute models through the entry-point group ``deconv.models``::
+
+    [project.entry-points."deconv.models"]
+    mynet3d = "mypkg.models:mynet3d"     # a zero-argument callable returning a ModelSpec
+
+Entry points are read once (cached) and their targets stay "module:attr" strings until a
+model is first used, so installing a plugin costs nothing at import. A plugin that fails to
+load becomes a warning and an error for that name only; a plugin name that collides with a
+built-in keeps the built-in (with a warning). The format is specified in
+``specs/model-zoo-plugins.md``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import entry_points
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from deconv.errors import DeconvError
+from deconv.zoo.card import ModelCard
+
+ENTRY_POINT_GROUP = "deconv.models"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to describe and build one registered model."""
+
+    card: Callable[[str], ModelCard]
+    build: Callable[..., Any]
+
+
+def architecture_spec(
+    config: BaseModel, model_class: type, card: Callable[[str, Any], ModelCard]
+) -> ModelSpec:
+    """The spec of a network variant: ``model_class(**config.model_dump())`` with overrides.
+
+    Overrides are validated by the config class, so an unknown key or a bad value fails
+    with pydantic's message instead of being ignored.
+    """
+    config_class = type(config)
+
+    def build(**overrides: Any):
+        try:
+            merged = config_class.model_validate({**config.model_dump(), **overrides})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            fields = ", ".join(config_class.model_fields)
+            raise DeconvError(
+                f"invalid config for {config.architecture}: {where}: {first['msg']} "
+                f"(fields: {fields})"
+            ) from None
+        return model_class(**merged.model_dump())
+
+    return ModelSpec(card=lambda name: card(name, config), build=build)
+
+
+@dataclass
+class _Plugin:
+    name: str
+    target: str
+    distribution: str
+    spec: ModelSpec | None = None
+    error: str | None = None
+
+
+_BUILTIN: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, spec: ModelSpec) -> None:
+    """Register a built-in model; a duplicate name is a programming error, not an overwrite."""
+    if name in _BUILTIN:
+        raise ValueError(f"model {name!r} is already registered")
+    if "." in name:
+        raise ValueError(f"model names cannot contain '.' (reserved for pretrained tags): {name}")
+    _BUILTIN[name] = spec
+
+
+@cache
+def _plugins() -> dict[str, _Plugin]:
+    found: dict[str, _Plugin] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist is not None else "unknown distribution"
+        if ep.name in _BUILTIN:
+            warnings.warn(
+                f"deconv plugin {dist!r} registers {ep.name!r}, which is built in; "
+                "keeping the built-in",
+                stacklevel=2,
+            )
+            continue
+        if ep.name in found:
+            warnings.warn(
+                f"deconv plugins {found[ep.name].distribution!r} and {dist!r} both register "
+                f"{ep.name!r}; keeping the first",
+                stacklevel=2,
+            )
+            continue
+        found[ep.name] = _Plugin(ep.name, ep.value, dist)
+    return found
+
+
+def refresh_plugins() -> None:
+    """Forget cached entry points (after installing a plugin, or in tests)."""
+    _plugins.cache_clear()
+
+
+def _resolve(plugin: _Plugin) -> ModelSpec:
+    if plugin.spec is not None:
+        return plugin.spec
+    if plugin.error is None:
+        try:
+            module_name, _, attr = plugin.target.partition(":")
+            target = getattr(importlib.import_module(module_name), attr)
+            spec = target() if not isinstance(target, ModelSpec) else target
+            if not isinstance(spec, ModelSpec):
+                raise TypeError(f"{plugin.target} returned {type(spec).__name__}, not ModelSpec")
+            plugin.spec = spec
+            return spec
+        except Exception as exc:  # a broken plugin must not break the zoo
+            plugin.error = f"{type(exc).__name__}: {exc}"
+            warnings.warn(
+                f"deconv plugin {plugin.distribution!r} failed to load {plugin.name!r} "
+                f"({plugin.target}): {plugin.error}",
+                stacklevel=3,
+            )
+    raise DeconvError(
+        f"model {plugin.name!r} from plugin {plugin.distribution!r} failed to load: {plugin.error}"
+    )
+
+
+def _spec(name: str) -> ModelSpec:
+    if name in _BUILTIN:
+        return _BUILTIN[name]
+    plugin = _plugins().get(name)
+    if plugin is None:
+        raise DeconvError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    return _resolve(plugin)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names of built-in and plugin models matching a shell-style ``pattern``."""
+    names = set(_BUILTIN) | set(_plugins())
+    return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
+
+
+def get_model_card(name: str) -> ModelCard:
+    return _spec(name).card(name)
+
+
+def create_model(name: str, **overrides: Any) -> Any:
+    """Build the model registered as ``name``; ``overrides`` change its config."""
+    return _spec(name).build(**overrides)
