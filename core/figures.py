@@ -67,3 +67,32 @@ def orthogonal_slices_figure(
         return write_atomically(Path(path), save)
     finally:
         plt.close(fig)
+
+
+def training_curve(records: Sequence[dict], path: str | Path) -> Path:
+    """Loss (log scale) and validation PSNR/SSIM against training steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from deconv.io import write_atomically
+
+    steps = [r["step"] for r in records]
+    fig, (ax_loss, ax_psnr) = plt.subplots(1, 2, figsize=(9, 3.4))
+    ax_loss.plot(steps, [r["loss"] for r in records], "o-", ms=3)
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_title("training loss", fontsize=9)
+    ax_psnr.plot(steps, [r["psnr"] for r in records], "o-", ms=3, color="tab:green")
+    ax_psnr.set_xlabel("step")
+    ax_psnr.set_ylabel("validation PSNR (dB)")
+    ax_ssim = ax_psnr.twinx()
+    ax_ssim.plot(steps, [r["ssim"] for r in records], "s--", ms=3, color="tab:purple")
+    ax_ssim.set_ylabel("validation SSIM")
+    ax_psnr.set_title("held-out validation", fontsize=9)
+    fig.tight_layout()
+    try:
+        return write_atomically(Path(path), lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)

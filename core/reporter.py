@@ -6,7 +6,7 @@ shown (``--quiet`` silences everything but errors) and results on stdout stay cl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -32,10 +32,10 @@ class Reporter:
             self.console.print(message, markup=False)
 
     @contextmanager
-    def progress(self, total: int, description: str) -> Iterator[Callable[[int], None]]:
-        """Yields ``advance(n)``; the bar shows steps done, elapsed time and ETA."""
+    def progress(self, total: int, description: str) -> Iterator[ProgressBar]:
+        """Yields a :class:`ProgressBar`: call it to advance, ``.status(text)`` to annotate."""
         if self.quiet or total <= 0 or not self.console.is_terminal:  # no bars in logs
-            yield lambda n=1: None
+            yield ProgressBar(None, None)
             return
         columns = (
             TextColumn("{task.description}"),
@@ -44,10 +44,26 @@ class Reporter:
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
         )
         with Progress(*columns, console=self.console, transient=True) as bar:
-            task = bar.add_task(description, total=total)
-            yield lambda n=1: bar.advance(task, n)
+            task = bar.add_task(description, total=total, status="")
+            yield ProgressBar(bar, task)
+
+
+class ProgressBar:
+    """Steps done, elapsed time, ETA and a free status text (e.g. loss and PSNR)."""
+
+    def __init__(self, bar: Progress | None, task) -> None:
+        self._bar, self._task = bar, task
+
+    def __call__(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, n)
+
+    def status(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, status=text)
 
 
 SILENT = Reporter(quiet=True)

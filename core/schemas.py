@@ -21,8 +21,14 @@ def schema_models() -> dict[str, type[BaseModel]]:
     from deconv.richardson_lucy import RLConfig
     from deconv.runtime.run import RunOptions
     from deconv.synth import SynthConfig
+    from deconv.zoo.card import ModelCard
+    from deconv.zoo.rcan import RCANConfig
+    from deconv.zoo.rln import RLNConfig
 
     return {
+        "model_card": ModelCard,
+        "rln_config": RLNConfig,
+        "rcan_config": RCANConfig,
         "psf_metadata": PSFMetadata,
         "back_projector_config": BackProjectorConfig,
         "rl_config": RLConfig,

@@ -9,13 +9,14 @@ entry-point group (see :mod:`deconv.zoo.registry` and ``specs/model-zoo-plugins.
 from __future__ import annotations
 
 from deconv.zoo import rcan, rln
-from deconv.zoo.card import Citation, ModelCard, ModelConfig, Normalization
+from deconv.zoo.card import Citation, ModelCard, ModelConfig, Normalization, TrainingDefaults
 from deconv.zoo.registry import (
     ENTRY_POINT_GROUP,
     ModelSpec,
     architecture_spec,
     create_model,
     get_model_card,
+    get_model_spec,
     list_models,
     refresh_plugins,
     register_model,
@@ -25,7 +26,16 @@ from deconv.zoo.rl import RL_SPEC
 register_model("rl", RL_SPEC)
 for _module, _class in ((rln, rln.RLN), (rcan, rcan.RCAN)):
     for _name, _config in _module.VARIANTS.items():
-        register_model(_name, architecture_spec(_config, _class, _module.card))
+        register_model(
+            _name,
+            architecture_spec(
+                _config,
+                _class,
+                _module.card,
+                objective=_module.objective,
+                training=_module.training_defaults(_config),
+            ),
+        )
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -34,9 +44,11 @@ __all__ = [
     "ModelConfig",
     "ModelSpec",
     "Normalization",
+    "TrainingDefaults",
     "architecture_spec",
     "create_model",
     "get_model_card",
+    "get_model_spec",
     "list_models",
     "refresh_plugins",
     "register_model",

@@ -55,3 +55,15 @@ class ModelCard(BaseModel):
     loss: str
     citation: list[Citation]
     parameters: int | None = Field(None, description="trainable parameters")
+
+
+class TrainingDefaults(BaseModel):
+    """An architecture's published training recipe, the default of ``deconv train``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    learning_rate: float = Field(1e-3, gt=0)
+    decay_rate: float = Field(1.0, gt=0, le=1, description="multiply the rate by this...")
+    decay_every: int = Field(1000, ge=1, description="...every this many steps")
+    batch_size: int = Field(4, ge=1)
+    patch: tuple[int, ...] = Field((32, 32, 32), description="training patch per axis")

@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from deconv.errors import DeconvError
-from deconv.zoo.card import ModelCard
+from deconv.zoo.card import ModelCard, TrainingDefaults
 
 ENTRY_POINT_GROUP = "deconv.models"
 
@@ -38,10 +38,17 @@ class ModelSpec:
 
     card: Callable[[str], ModelCard]
     build: Callable[..., Any]
+    # loss(model, raw, target) -> scalar tensor; None: mean squared error of model(raw)
+    objective: Callable[..., Any] | None = None
+    training: TrainingDefaults | None = None
 
 
 def architecture_spec(
-    config: BaseModel, model_class: type, card: Callable[[str, Any], ModelCard]
+    config: BaseModel,
+    model_class: type,
+    card: Callable[[str, Any], ModelCard],
+    objective: Callable[..., Any] | None = None,
+    training: TrainingDefaults | None = None,
 ) -> ModelSpec:
     """The spec of a network variant: ``model_class(**config.model_dump())`` with overrides.
 
@@ -63,7 +70,9 @@ def architecture_spec(
             ) from None
         return model_class(**merged.model_dump())
 
-    return ModelSpec(card=lambda name: card(name, config), build=build)
+    return ModelSpec(
+        card=lambda name: card(name, config), build=build, objective=objective, training=training
+    )
 
 
 @dataclass
@@ -161,3 +170,8 @@ def get_model_card(name: str) -> ModelCard:
 def create_model(name: str, **overrides: Any) -> Any:
     """Build the model registered as ``name``; ``overrides`` change its config."""
     return _spec(name).build(**overrides)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The registered spec (card, builder, objective, training defaults) of ``name``."""
+    return _spec(name)

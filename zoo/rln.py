@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from deconv.zoo.card import Citation, ModelCard, ModelConfig, Normalization
+from deconv.zoo.card import Citation, ModelCard, ModelConfig, Normalization, TrainingDefaults
 
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
@@ -234,3 +234,17 @@ VARIANTS: dict[str, RLNConfig] = {
 }
 
 __all__ = ["RLN", "VARIANTS", "RLNConfig", "card", "rln_loss"]
+
+
+def objective(model: RLN, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The paper's loss, with the auxiliary term on the H1 update."""
+    output, aux = model.forward_with_aux(raw)
+    return rln_loss(output, aux, target, raw)
+
+
+def training_defaults(config: RLNConfig) -> TrainingDefaults:
+    """Adam at 0.015 decayed by 0.95 every 500 steps, batch 4, 64^3 (3D) or 128^2 patches."""
+    patch = (64, 64, 64) if config.ndim == 3 else (128, 128)
+    return TrainingDefaults(
+        learning_rate=0.015, decay_rate=0.95, decay_every=500, batch_size=4, patch=patch
+    )

@@ -1,0 +1,48 @@
+"""``deconv models`` and ``deconv info``: what the zoo holds and what a model is."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from deconv.cli.app import app
+
+
+@app.command("models")
+def models_command(
+    pattern: Annotated[str, typer.Argument(help="Shell-style pattern, e.g. 'rln*'.")] = "*",
+) -> None:
+    """List the registered models (built in and from plugins)."""
+    from deconv.zoo import get_model_card, list_models
+
+    for name in list_models(pattern):
+        card = get_model_card(name)
+        dims = f"{card.ndim}D" if card.ndim else "2D/3D"
+        params = f"{card.parameters:,}" if card.parameters is not None else "?"
+        summary = card.description.split(". ")[0].split(": ")[0]
+        typer.echo(f"{name:18s} {dims:6s} {params:>11s} params  {summary}")
+
+
+@app.command("info")
+def info_command(name: Annotated[str, typer.Argument(help="Model name, e.g. rln3d.")]) -> None:
+    """Show a model's card: parameters, input sizes, halo, normalisation, loss, citation."""
+    from deconv.zoo import get_model_card
+
+    card = get_model_card(name)
+    params = f"{card.parameters:,}" if card.parameters is not None else "unknown"
+    lines = [
+        f"{card.name}: {card.description}",
+        f"architecture      {card.architecture}",
+        f"dimensions        {f'{card.ndim}D' if card.ndim else 'as the PSF (2D or 3D)'}",
+        f"parameters        {params} trainable",
+        f"input sizes       min {card.min_size}, step {card.step}",
+        f"halo (tiling)     {card.halo}",
+        f"normalisation     {card.normalization.kind} "
+        f"({card.normalization.low}, {card.normalization.high})",
+        f"loss              {card.loss}",
+    ]
+    lines += [
+        f"cite              {c.text}" + (f" doi:{c.doi}" if c.doi else "") for c in card.citation
+    ]
+    typer.echo("\n".join(lines))

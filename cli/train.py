@@ -1,0 +1,68 @@
+"""``deconv train``: train a zoo network from a PSF (synthetic data) or from paired TIFFs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deconv.cli.app import Quiet, app, parse_numbers, reporter
+
+
+@app.command("train")
+def train_command(
+    model: Annotated[str, typer.Argument(help="Zoo model to train, e.g. rln3d.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Run directory to create.")
+    ] = None,
+    psf: Annotated[Path | None, typer.Option(help="PSF TIFF: train on synthetic pairs.")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Folder with raw/ and gt/ TIFFs matched by name.")
+    ] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory.")] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Total optimisation steps.")] = 1000,
+    batch_size: Annotated[int | None, typer.Option(help="Default: the model's.")] = None,
+    patch: Annotated[str | None, typer.Option(help="Patch 'z,y,x' or 'y,x'.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate; default the model's.")] = None,
+    seed: Annotated[int, typer.Option(help="Same seed, same run (on CPU).")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    val_every: Annotated[int, typer.Option(min=1, help="Validate every N steps.")] = 100,
+    checkpoint_every: Annotated[int, typer.Option(min=1, help="Checkpoint every N steps.")] = 50,
+    volume_shape: Annotated[
+        str | None, typer.Option(help="Synthetic volume size (default: from the patch).")
+    ] = None,
+    train_structures: Annotated[
+        str | None, typer.Option(help="Synthetic structure classes to train on (comma list).")
+    ] = None,
+    val_structures: Annotated[
+        str | None, typer.Option(help="Structure classes of the validation volumes.")
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Train MODEL; checkpoints, metrics and a training curve go to the run directory."""
+    from deconv.errors import DeconvError
+    from deconv.synth import STRUCTURE_CLASSES
+    from deconv.training import TrainConfig, train
+
+    if (output is None) == (resume is None):
+        raise DeconvError("give -o RUN_DIR for a new run, or --resume RUN_DIR to continue one")
+
+    def classes(text: str | None) -> tuple[str, ...] | None:
+        return tuple(s.strip() for s in text.split(",")) if text else None
+
+    config = TrainConfig(
+        model=model, steps=steps, batch_size=batch_size, patch=parse_numbers(patch, int, "--patch"),
+        learning_rate=lr, seed=seed, device=device, val_every=val_every,
+        checkpoint_every=checkpoint_every, psf=str(psf) if psf else None,
+        data=str(data) if data else None,
+        volume_shape=parse_numbers(volume_shape, int, "--volume-shape"),
+        train_structures=classes(train_structures) or STRUCTURE_CLASSES,
+        validation_structures=classes(val_structures),
+    )  # fmt: skip
+    run_dir = resume or output
+    result = train(config, run_dir, reporter(quiet), resume=resume is not None)
+    typer.echo(
+        f"{run_dir}: step {result['step']}, validation PSNR {result.get('psnr', float('nan')):.2f} "
+        f"dB, SSIM {result.get('ssim', float('nan')):.3f} (best {result['best_psnr']:.2f} dB)"
+    )

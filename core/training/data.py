@@ -1,0 +1,185 @@
+"""Training pairs: synthetic from a PSF (the RLN paper's key result) or paired TIFFs.
+
+Both sources hold a pool of normalised (raw, ground truth) volumes and draw random patches
+from it. Every draw is a pure function of (seed, step), and the synthetic pool is refreshed
+on a fixed schedule, so a run resumed from a checkpoint sees exactly the batches an
+uninterrupted run would have seen.
+
+Normalisation is per image, by percentiles of the whole volume (never per patch), as the
+model card states; it is recorded in the run directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from deconv.errors import DeconvError
+from deconv.io import read_image
+from deconv.synth import STRUCTURE_CLASSES, SynthConfig, pair_seed, simulate_pair
+from deconv.zoo.card import Normalization
+
+VALIDATION_SEED_OFFSET = 1_000_000  # validation volumes never share a seed with training
+REFRESH_EVERY = 50  # steps between replacing one synthetic pool volume
+
+
+class DataDescription(BaseModel):
+    """What a run was trained on; written to ``data.json`` in the run directory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["synthetic", "paired"]
+    volume_shape: tuple[int, ...] | None = None
+    pool_size: int | None = None
+    synth: SynthConfig | None = None
+    validation_structures: tuple[str, ...] | None = None
+    folder: str | None = None
+    train_files: list[str] = Field(default_factory=list)
+    validation_files: list[str] = Field(default_factory=list)
+    seed: int = 0
+
+
+def normalize(image: np.ndarray, normalization: Normalization) -> np.ndarray:
+    """Per-image normalisation of the model card, in float32."""
+    image = np.asarray(image, dtype=np.float32)
+    if normalization.kind == "none":
+        return image
+    if normalization.kind == "min_max":
+        lo, hi = float(image.min()), float(image.max())
+    else:
+        lo, hi = np.percentile(image, [normalization.low, normalization.high])
+    return ((image - lo) / max(float(hi - lo), 1e-6)).astype(np.float32)
+
+
+class PatchSource:
+    """A pool of normalised pairs and deterministic random patches from it."""
+
+    def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]], patch: Sequence[int]) -> None:
+        self.pairs = pairs
+        self.patch = tuple(int(p) for p in patch)
+        for raw, _ in pairs:
+            if raw.ndim != len(self.patch):
+                raise DeconvError(
+                    f"training data is {raw.ndim}D but the patch {self.patch} is "
+                    f"{len(self.patch)}D; the model needs {len(self.patch)}D data"
+                )
+
+    def batch(self, step: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([seed, step])
+        raws, gts = [], []
+        for _ in range(size):
+            raw, gt = self._patch(rng)
+            raws.append(raw)
+            gts.append(gt)
+        return torch.from_numpy(np.stack(raws)[:, None]), torch.from_numpy(np.stack(gts)[:, None])
+
+    def _patch(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A random crop with random flips; crops much darker than their volume are redrawn
+        (at most 10 times), as the RLN paper does, so batches are not mostly background."""
+        raw, gt = self.pairs[int(rng.integers(len(self.pairs)))]
+        size = [min(p, s) for p, s in zip(self.patch, gt.shape)]
+        mean = float(gt.mean())
+        for _ in range(10):
+            corner = [int(rng.integers(0, s - p + 1)) for s, p in zip(gt.shape, size)]
+            region = tuple(slice(c, c + p) for c, p in zip(corner, size))
+            if float(gt[region].mean()) >= 0.8 * mean:
+                break
+        r, g = raw[region], gt[region]
+        for axis in range(r.ndim):
+            if rng.random() < 0.5:
+                r, g = np.flip(r, axis), np.flip(g, axis)
+        return np.ascontiguousarray(r), np.ascontiguousarray(g)
+
+
+class SyntheticPool(PatchSource):
+    """Mixed-structure volumes blurred by the PSF; one volume is replaced every 50 steps."""
+
+    def __init__(
+        self,
+        psf: np.ndarray,
+        volume_shape: Sequence[int],
+        patch: Sequence[int],
+        normalization: Normalization,
+        seed: int,
+        pool_size: int = 8,
+        synth: SynthConfig | None = None,
+    ) -> None:
+        self.psf, self.volume_shape = psf, tuple(volume_shape)
+        self.normalization, self.seed = normalization, seed
+        self.synth = synth or SynthConfig()
+        self.pool_size = pool_size
+        self._generation = 0
+        super().__init__([self._make(i) for i in range(pool_size)], patch)
+
+    def _make(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        raw, gt = simulate_pair(
+            self.volume_shape, self.psf, pair_seed(self.seed, index), self.synth
+        )
+        return normalize(raw, self.normalization), normalize(gt, self.normalization)
+
+    def at_step(self, step: int) -> None:
+        """Bring the pool to the state it has at ``step`` (replays refreshes on resume)."""
+        target = step // REFRESH_EVERY
+        while self._generation < target:
+            self._generation += 1
+            slot = self._generation % self.pool_size
+            self.pairs[slot] = self._make(self.pool_size + self._generation)
+
+    def batch(self, step: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        self.at_step(step)
+        return super().batch(step, size, seed)
+
+
+def synthetic_validation(
+    psf: np.ndarray,
+    volume_shape: Sequence[int],
+    normalization: Normalization,
+    seed: int,
+    count: int,
+    structures: Sequence[str] | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Held-out pairs from their own seeds, optionally of other structure classes."""
+    config = SynthConfig(structures=tuple(structures or STRUCTURE_CLASSES))
+    pairs = []
+    for i in range(count):
+        raw, gt = simulate_pair(
+            volume_shape, psf, pair_seed(seed + VALIDATION_SEED_OFFSET, i), config
+        )
+        pairs.append((normalize(raw, normalization), gt))
+    return pairs
+
+
+def paired_files(folder: str | Path) -> list[tuple[Path, Path]]:
+    """``raw/`` and ``gt/`` TIFFs matched by file name; unmatched names are an error."""
+    folder = Path(folder)
+    raw_dir, gt_dir = folder / "raw", folder / "gt"
+    if not raw_dir.is_dir() or not gt_dir.is_dir():
+        raise DeconvError(f"{folder}: expected sub-folders raw/ and gt/ with matching TIFFs")
+    suffixes = (".tif", ".tiff")
+    raws = {p.name for p in raw_dir.iterdir() if p.name.lower().endswith(suffixes)}
+    gts = {p.name for p in gt_dir.iterdir() if p.name.lower().endswith(suffixes)}
+    if not raws and not gts:
+        raise DeconvError(f"{folder}: raw/ and gt/ hold no TIFF files")
+    unmatched = sorted(raws ^ gts)
+    if unmatched:
+        shown = ", ".join(unmatched[:5]) + (" ..." if len(unmatched) > 5 else "")
+        raise DeconvError(f"{folder}: {len(unmatched)} files without a partner: {shown}")
+    return [(raw_dir / n, gt_dir / n) for n in sorted(raws)]
+
+
+def load_pairs(
+    files: list[tuple[Path, Path]], normalization: Normalization, normalize_gt: bool = True
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    pairs = []
+    for raw_path, gt_path in files:
+        raw, gt = read_image(raw_path).data, read_image(gt_path).data
+        if raw.shape != gt.shape:
+            raise DeconvError(f"{raw_path.name}: raw {raw.shape} and gt {gt.shape} differ")
+        gt = normalize(gt, normalization) if normalize_gt else np.asarray(gt, np.float32)
+        pairs.append((normalize(raw, normalization), gt))
+    return pairs

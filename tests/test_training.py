@@ -1,0 +1,174 @@
+"""``deconv train``: run directory, determinism, exact resumption (also after kill -9), errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from deconv.errors import DeconvError
+from deconv.io import write_image
+from deconv.psf import generate_psf, save_psf
+from deconv.training import RunDirectory, TrainConfig, train
+
+FAST = {"patch": (16, 32, 32), "volume_shape": (32, 64, 64), "pool_size": 2, "batch_size": 2}
+
+
+@pytest.fixture(scope="module")
+def psf_file(tmp_path_factory) -> Path:
+    return save_psf(generate_psf(shape=(9, 17, 17)), tmp_path_factory.mktemp("psf") / "psf.tif")
+
+
+def config(psf_file: Path, **kw) -> TrainConfig:
+    base = {"model": "rln3d_tiny", "psf": str(psf_file), "steps": 6, "val_every": 3,
+            "checkpoint_every": 2, "validation_count": 1, **FAST}  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+def weights(run: Path, name: str = "last") -> dict[str, torch.Tensor]:
+    return RunDirectory(run).load_checkpoint(name)["model"]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_run_directory_holds_everything(tmp_path, psf_file):
+    result = train(config(psf_file), tmp_path / "run")
+    run = tmp_path / "run"
+    expected = ["run.json", "data.json", "normalization.json", "psf.json", "psf.tif"]
+    expected += ["metrics.jsonl", "curve.png", "checkpoints/last.pt", "checkpoints/best.pt"]
+    for name in expected:
+        assert (run / name).exists(), name
+    records = RunDirectory(run).metrics()
+    assert [r["step"] for r in records] == [3, 6]
+    assert all(np.isfinite(r["psnr"]) and 0 < r["ssim"] <= 1 for r in records)
+    assert result["best_psnr"] == max(r["psnr"] for r in records)
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["card"]["parameters"] == 555 and meta["resolved"]["patch"] == [16, 32, 32]
+    assert json.loads((run / "data.json").read_text())["kind"] == "synthetic"
+    assert json.loads((run / "psf.json").read_text())["shape"] == [9, 17, 17]
+
+
+def test_same_seed_same_weights(tmp_path, psf_file):
+    train(config(psf_file, steps=4), tmp_path / "a")
+    train(config(psf_file, steps=4), tmp_path / "b")
+    assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    train(config(psf_file, steps=4, seed=1), tmp_path / "c")
+    assert any(
+        not torch.equal(v, weights(tmp_path / "c")[k]) for k, v in weights(tmp_path / "a").items()
+    )
+
+
+def test_resume_continues_exactly(tmp_path, psf_file):
+    train(config(psf_file, steps=6), tmp_path / "straight")
+    train(config(psf_file, steps=3), tmp_path / "split")
+    train(config(psf_file, steps=6), tmp_path / "split", resume=True)
+    assert_same_weights(weights(tmp_path / "straight"), weights(tmp_path / "split"))
+    steps = [r["step"] for r in RunDirectory(tmp_path / "split").metrics()]
+    assert steps == [3, 6]
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_matches_uninterrupted(tmp_path, psf_file):
+    args = ["train", "rln3d_tiny", "--psf", str(psf_file), "--steps", "40", "--patch", "16,32,32",
+            "--volume-shape", "32,64,64", "--batch-size", "2", "--val-every", "20",
+            "--checkpoint-every", "2", "--quiet"]  # fmt: skip
+    cli = [sys.executable, "-c", "from deconv.cli import main; main()"]
+    subprocess.run([*cli, *args, "-o", str(tmp_path / "straight")], check=True, timeout=300)
+    victim = subprocess.Popen([*cli, *args, "-o", str(tmp_path / "killed")])
+    last = tmp_path / "killed" / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (
+        last.exists() and RunDirectory(tmp_path / "killed").load_checkpoint()["step"] >= 6
+    ):
+        time.sleep(0.05)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    stopped_at = RunDirectory(tmp_path / "killed").load_checkpoint()["step"]
+    assert 6 <= stopped_at < 40
+    subprocess.run([*cli, *args[:2], "--resume", str(tmp_path / "killed"), "--steps", "40",
+                    "--quiet"], check=True, timeout=300)  # fmt: skip
+    assert_same_weights(weights(tmp_path / "straight"), weights(tmp_path / "killed"))
+
+
+def test_resume_with_another_model_is_refused(tmp_path, psf_file):
+    train(config(psf_file, steps=2), tmp_path / "run")
+    with pytest.raises(DeconvError, match="trained 'rln3d_tiny'; it cannot be resumed as 'rcan3d'"):
+        train(config(psf_file, model="rcan3d"), tmp_path / "run", resume=True)
+
+
+def test_corrupt_checkpoint(tmp_path, psf_file):
+    train(config(psf_file, steps=2), tmp_path / "run")
+    (tmp_path / "run" / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DeconvError, match=r"last\.pt is corrupt"):
+        train(config(psf_file), tmp_path / "run", resume=True)
+
+
+def test_existing_run_is_not_overwritten(tmp_path, psf_file):
+    train(config(psf_file, steps=2), tmp_path / "run")
+    with pytest.raises(DeconvError, match="already holds a run; continue it with --resume"):
+        train(config(psf_file, steps=2), tmp_path / "run")
+
+
+def test_psf_dimensionality_must_match_the_model(tmp_path):
+    psf2d = save_psf(generate_psf(shape=(17, 17)), tmp_path / "psf2d.tif")
+    with pytest.raises(DeconvError, match=r"'rln3d_tiny' is 3D but the PSF .* is 2D"):
+        train(TrainConfig(model="rln3d_tiny", psf=str(psf2d), steps=1), tmp_path / "run")
+
+
+def test_untrainable_and_unknown_models(tmp_path, psf_file):
+    with pytest.raises(DeconvError, match="no trainable weights"):
+        train(TrainConfig(model="rl", psf=str(psf_file)), tmp_path / "a")
+    with pytest.raises(DeconvError, match="unknown model 'rln5d'"):
+        train(TrainConfig(model="rln5d", psf=str(psf_file)), tmp_path / "b")
+
+
+def _pairs(folder: Path, names: list[str], gt_names: list[str] | None = None) -> Path:
+    rng = np.random.default_rng(0)
+    for sub, items in (("raw", names), ("gt", gt_names if gt_names is not None else names)):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        for name in items:
+            write_image(folder / sub / name, rng.random((24, 40, 40)).astype(np.float32))
+    return folder
+
+
+def test_paired_data_trains_and_is_described(tmp_path):
+    data = _pairs(tmp_path / "pairs", [f"cell_{i}.tif" for i in range(3)])
+    train(TrainConfig(model="rcan3d_tiny", data=str(data), steps=2, val_every=2,
+                      patch=(8, 16, 16), batch_size=2), tmp_path / "run")  # fmt: skip
+    described = json.loads((tmp_path / "run" / "data.json").read_text())
+    assert described["train_files"] == ["cell_0.tif", "cell_1.tif"]
+    assert described["validation_files"] == ["cell_2.tif"]
+
+
+def test_unpaired_and_empty_data_folders(tmp_path):
+    data = _pairs(tmp_path / "pairs", ["a.tif", "b.tif"], ["a.tif", "c.tif"])
+    with pytest.raises(DeconvError, match=r"2 files without a partner: b.tif, c.tif"):
+        train(TrainConfig(model="rcan3d_tiny", data=str(data)), tmp_path / "run")
+    (tmp_path / "empty" / "raw").mkdir(parents=True)
+    (tmp_path / "empty" / "gt").mkdir()
+    with pytest.raises(DeconvError, match="hold no TIFF files"):
+        train(TrainConfig(model="rcan3d_tiny", data=str(tmp_path / "empty")), tmp_path / "r2")
+    with pytest.raises(DeconvError, match="expected sub-folders raw/ and gt/"):
+        train(TrainConfig(model="rcan3d_tiny", data=str(tmp_path)), tmp_path / "r3")
+
+
+def test_data_dimensionality_must_match_the_model(tmp_path):
+    (tmp_path / "p" / "raw").mkdir(parents=True)
+    (tmp_path / "p" / "gt").mkdir()
+    for sub in ("raw", "gt"):
+        tifffile.imwrite(tmp_path / "p" / sub / "x.tif", np.ones((32, 32), np.float32))
+    with pytest.raises(DeconvError, match="is 3D but the data are 2D"):
+        train(TrainConfig(model="rcan3d_tiny", data=str(tmp_path / "p")), tmp_path / "run")
