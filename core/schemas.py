@@ -22,6 +22,7 @@ def schema_models() -> dict[str, type[BaseModel]]:
     from deconv.runtime.run import RunOptions
     from deconv.synth import SynthConfig
     from deconv.zoo.card import ModelCard
+    from deconv.zoo.mrbcr import MRBCRConfig
     from deconv.zoo.rcan import RCANConfig
     from deconv.zoo.rln import RLNConfig
 
@@ -29,6 +30,7 @@ def schema_models() -> dict[str, type[BaseModel]]:
         "model_card": ModelCard,
         "rln_config": RLNConfig,
         "rcan_config": RCANConfig,
+        "mrbcr_config": MRBCRConfig,
         "psf_metadata": PSFMetadata,
         "back_projector_config": BackProjectorConfig,
         "rl_config": RLConfig,

@@ -23,6 +23,7 @@ SHAPES = {
     "rln2d_tiny": (1, 1, 17, 20),
     "rcan3d_tiny": (1, 1, 8, 12, 10),
     "rcan2d_tiny": (1, 1, 16, 20),
+    "mrbcr2d_tiny": (1, 1, 32, 32),
 }
 
 

@@ -15,7 +15,7 @@ from deconv.zoo import create_model, get_model_card, list_models, refresh_plugin
 from deconv.zoo.registry import register_model
 
 PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
-BUILTIN = ["rcan2d", "rcan3d", "rl", "rln2d", "rln3d"]
+BUILTIN = ["mrbcr2d", "rcan2d", "rcan3d", "rl", "rln2d", "rln3d"]
 # the fake distribution also collides with rln3d on purpose; only one test looks at that
 pytestmark = pytest.mark.filterwarnings("ignore:deconv plugin .* built in:UserWarning")
 
@@ -35,7 +35,13 @@ def plugin_path(monkeypatch):
 def test_builtin_names_and_pattern():
     assert set(BUILTIN) <= set(list_models())
     assert list_models("rln*") == ["rln2d", "rln2d_tiny", "rln3d", "rln3d_tiny"]
-    assert list_models("*_tiny") == ["rcan2d_tiny", "rcan3d_tiny", "rln2d_tiny", "rln3d_tiny"]
+    assert list_models("*_tiny") == [
+        "mrbcr2d_tiny",
+        "rcan2d_tiny",
+        "rcan3d_tiny",
+        "rln2d_tiny",
+        "rln3d_tiny",
+    ]
 
 
 def test_unknown_name_lists_available():

@@ -8,7 +8,7 @@ entry-point group (see :mod:`deconv.zoo.registry` and ``specs/model-zoo-plugins.
 
 from __future__ import annotations
 
-from deconv.zoo import rcan, rln
+from deconv.zoo import mrbcr, rcan, rln
 from deconv.zoo.card import Citation, ModelCard, ModelConfig, Normalization, TrainingDefaults
 from deconv.zoo.registry import (
     ENTRY_POINT_GROUP,
@@ -24,7 +24,7 @@ from deconv.zoo.registry import (
 from deconv.zoo.rl import RL_SPEC
 
 register_model("rl", RL_SPEC)
-for _module, _class in ((rln, rln.RLN), (rcan, rcan.RCAN)):
+for _module, _class in ((rln, rln.RLN), (rcan, rcan.RCAN), (mrbcr, mrbcr.MRBCR)):
     for _name, _config in _module.VARIANTS.items():
         register_model(
             _name,
