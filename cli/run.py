@@ -35,7 +35,7 @@ class OutputType(str, Enum):
 def run_command(
     input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="TIFF, OME-TIFF or Zarr.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output image (.tif/.zarr).")],
-    psf: Annotated[Path, typer.Option(help="PSF TIFF.")],
+    psf: Annotated[Path | None, typer.Option(help="PSF TIFF (for rl).")] = None,
     model: Annotated[str, typer.Option(help="Zoo model name.")] = "rl",
     iterations: Annotated[int, typer.Option(min=1, help="RL iterations.")] = 30,
     background: Annotated[
@@ -70,7 +70,7 @@ def run_command(
     key: Annotated[str | None, typer.Option(help="Array name inside a Zarr group.")] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Deconvolve INPUT with Richardson-Lucy and the given PSF."""
+    """Deconvolve INPUT with Richardson-Lucy and a PSF, or with a trained network."""
     from deconv.errors import DeconvError
     from deconv.richardson_lucy import RLConfig
     from deconv.runtime.run import RunOptions, deconvolve_file

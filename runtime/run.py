@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from deconv import zoo
 from deconv.errors import DeconvError
 from deconv.io import OutputDType, check_output_path, read_image, to_output_dtype, write_image
-from deconv.psf import load_psf, psf_for_image
+from deconv.psf import load_psf, psf_for_image, same_voxel_size
 from deconv.reporter import SILENT, Reporter
 from deconv.richardson_lucy import RLConfig, check_dimensions
 
@@ -59,59 +59,113 @@ def resolve_device(device: str) -> torch.device:
 def deconvolve_file(
     input_path: str | Path,
     output_path: str | Path,
-    psf_path: str | Path,
+    psf_path: str | Path | None,
     options: RunOptions | None = None,
     reporter: Reporter = SILENT,
 ) -> dict:
-    """Deconvolve ``input_path`` into ``output_path``; returns a summary of what was done."""
+    """Deconvolve ``input_path`` into ``output_path``; returns a summary of what was done.
+
+    ``rl`` needs a PSF; a trained network (``name.tag``) carries its own PSF metadata and
+    takes no PSF file.
+    """
     options = options or RunOptions()
-    if options.model != "rl":
-        zoo.get_model_card(options.model)  # unknown names fail with the list of models
-        raise DeconvError(f"model {options.model!r} cannot run from files yet")
     input_path, output_path = Path(input_path), Path(output_path)
-    check_output_path(output_path, [input_path, psf_path])
+    card = zoo.get_model_card(options.model)  # unknown names fail with the list of models
+    if options.model != "rl" and "." not in options.model:
+        tags = ", ".join(zoo.list_models(f"{options.model}.*", pretrained=True)) or "none yet"
+        raise DeconvError(
+            f"model {options.model!r} has no trained weights; use a pretrained name "
+            f"(available: {tags}) or train one with deconv train"
+        )
+    if options.model == "rl" and psf_path is None:
+        raise DeconvError("the rl model needs a PSF: pass --psf PSF.tif")
+    check_output_path(output_path, [input_path] + ([psf_path] if psf_path else []))
     image = read_image(input_path, key=options.key)
     data = np.asarray(image.data[...], dtype=np.float32)
     voxel_size = options.voxel_size or image.voxel_size
+    if not np.all(np.isfinite(data)):
+        raise DeconvError(f"{input_path}: the image contains NaN or Inf values")
+    device = resolve_device(options.device)
+    if options.model == "rl":
+        result, record = _run_rl(data, voxel_size, psf_path, options, device, reporter)
+    else:
+        result, record = _run_network(data, voxel_size, card, options, device, reporter)
+
+    out, scale = to_output_dtype(result, options.output_dtype, options.uint16_scale)
+    if options.output_dtype == "uint16":
+        reporter.info(f"uint16 output: stored value = intensity x {scale:.6g}")
+    extra = {**record, "deconv.uint16_scale": scale, "deconv.source": str(input_path)}
+    write_image(output_path, out, voxel_size=voxel_size, extra=extra)
+    return {
+        "output": str(output_path),
+        "shape": list(result.shape),
+        "uint16_scale": scale,
+        "device": str(device),
+    }
+
+
+def _run_rl(data, voxel_size, psf_path, options: RunOptions, device, reporter):
     psf = load_psf(psf_path, voxel_size=options.psf_voxel_size)
     check_dimensions(data.shape, psf.data.shape, options.stack, fit=False)
     psf = psf_for_image(psf, _spatial(voxel_size, psf.ndim), notify=reporter.info)
     check_dimensions(data.shape, psf.data.shape, options.stack)
-    if not np.all(np.isfinite(data)):
-        raise DeconvError(f"{input_path}: the image contains NaN or Inf values")
-
     background = options.background
     if background == "auto":
         background = float(np.percentile(data, AUTO_BACKGROUND_PERCENTILE))
         reporter.info(f"background (auto, {AUTO_BACKGROUND_PERCENTILE} percentile): {background:g}")
     config = options.rl.model_copy(update={"background": float(background)})
-    device = resolve_device(options.device)
     model = zoo.create_model("rl", psf=psf.data, config=config, device=device)
-
     images = data if options.stack else data[None]
     result = np.empty(images.shape, dtype=np.float32)
     with reporter.progress(config.iterations * len(images), "Richardson-Lucy") as advance:
         for i, item in enumerate(images):
             result[i] = model(item, callback=lambda _k: advance(1)).cpu().numpy()
-    result = result if options.stack else result[0]
-
-    out, scale = to_output_dtype(result, options.output_dtype, options.uint16_scale)
-    if options.output_dtype == "uint16":
-        reporter.info(f"uint16 output: stored value = intensity x {scale:.6g}")
-    extra = {
+    record = {
         "deconv.run": options.model_copy(update={"rl": config}).model_dump(mode="json"),
         "deconv.psf": psf.metadata.model_dump(mode="json"),
-        "deconv.uint16_scale": scale,
-        "deconv.source": str(input_path),
     }
-    write_image(output_path, out, voxel_size=voxel_size, extra=extra)
-    return {
-        "output": str(output_path),
-        "shape": list(result.shape),
-        "background": float(background),
-        "uint16_scale": scale,
-        "device": str(device),
+    return (result if options.stack else result[0]), record
+
+
+def _run_network(data, voxel_size, card, options: RunOptions, device, reporter):
+    """Normalise globally (never per tile), predict, and map back to the input's range.
+
+    The network works in normalised units; its output is mapped back with the input's own
+    percentiles so the result reads in roughly the input's intensity scale.
+    """
+    from deconv.runtime.predict import predict
+    from deconv.training.data import percentile_range
+    from deconv.zoo.pretrained import load_pretrained
+
+    model, record = load_pretrained(options.model)
+    model = model.to(device)
+    expected = card.ndim + (1 if options.stack else 0)
+    if data.ndim != expected:
+        hint = "; pass --stack for a stack of 2D images" if data.ndim == card.ndim + 1 else ""
+        raise DeconvError(
+            f"{options.model} is a {card.ndim}D model but the input has shape {data.shape}{hint}"
+        )
+    trained = record.psf.voxel_size
+    spatial = _spatial(voxel_size, card.ndim)
+    if spatial is not None and not same_voxel_size(spatial, trained):
+        reporter.info(
+            f"{options.model} was trained for voxels {tuple(trained)} µm but the image has "
+            f"{tuple(spatial)} µm; results may be worse (train a model for this sampling)"
+        )
+    images = data if options.stack else data[None]
+    result = np.empty(images.shape, dtype=np.float32)
+    with reporter.progress(len(images), options.model) as advance:
+        for i, item in enumerate(images):
+            lo, hi = percentile_range(item, record.normalization)
+            normalised = (item - lo) / max(hi - lo, 1e-6)
+            result[i] = predict(model, card, normalised, device) * (hi - lo) + lo
+            advance(1)
+    extra = {
+        "deconv.run": options.model_dump(mode="json", exclude={"rl"}),
+        "deconv.psf": record.psf.model_dump(mode="json"),
+        "deconv.model": {"name": options.model, "sha256": record.sha256},
     }
+    return (result if options.stack else result[0]), extra
 
 
 def _spatial(voxel_size: Sequence[float] | None, ndim: int) -> tuple[float, ...] | None:

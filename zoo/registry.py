@@ -157,18 +157,37 @@ def _spec(name: str) -> ModelSpec:
     return _resolve(plugin)
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Names of built-in and plugin models matching a shell-style ``pattern``."""
-    names = set(_BUILTIN) | set(_plugins())
+def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
+    """Models matching a shell-style ``pattern``; with ``pretrained``, the shipped weights."""
+    if pretrained:
+        from deconv.zoo.pretrained import list_pretrained
+
+        names = set(list_pretrained())
+    else:
+        names = set(_BUILTIN) | set(_plugins())
     return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
 
 
 def get_model_card(name: str) -> ModelCard:
+    if "." in name:
+        from deconv.zoo.pretrained import pretrained_record
+
+        record = pretrained_record(name)
+        return _spec(record.base_model).card(record.base_model).model_copy(update={"name": name})
     return _spec(name).card(name)
 
 
 def create_model(name: str, **overrides: Any) -> Any:
-    """Build the model registered as ``name``; ``overrides`` change its config."""
+    """Build the model registered as ``name``; ``overrides`` change its config.
+
+    ``architecture.tag`` names load shipped weights (in eval mode); they take no overrides.
+    """
+    if "." in name:
+        from deconv.zoo.pretrained import load_pretrained
+
+        if overrides:
+            raise DeconvError(f"{name} is a trained model; its config cannot be overridden")
+        return load_pretrained(name)[0]
     return _spec(name).build(**overrides)
 
 
