@@ -25,5 +25,5 @@ def demo_command(
         typer.echo(f"{name:24s} PSNR {m['psnr']:6.2f} dB  SSIM {m['ssim']:.3f}  "
                    f"{m['seconds']:6.2f} s")  # fmt: skip
     typer.echo(f"figure: {summary['files']['figure']}")
-    typer.echo(f"images: {output}/ (raw.tif, rl.tif, rl_wiener_butterworth.tif, "
-               "ground_truth.tif, psf.tif)")  # fmt: skip
+    names = ", ".join(f"{k}.tif" for k in summary["metrics"])
+    typer.echo(f"images: {output}/ ({names}, ground_truth.tif, psf.tif)")

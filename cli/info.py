@@ -22,6 +22,15 @@ def models_command(
         params = f"{card.parameters:,}" if card.parameters is not None else "?"
         summary = card.description.split(". ")[0].split(": ")[0]
         typer.echo(f"{name:18s} {dims:6s} {params:>11s} params  {summary}")
+    from deconv.zoo.pretrained import pretrained_record
+
+    for name in list_models(pattern, pretrained=True):
+        psf = pretrained_record(name).psf
+        vox = ", ".join(f"{v:g}" for v in psf.voxel_size)
+        typer.echo(
+            f"{name:30s} weights for a {psf.generator} PSF: NA {psf.na}, "
+            f"{psf.wavelength_emission} µm emission, voxels ({vox}) µm"
+        )
 
 
 @app.command("info")

@@ -248,3 +248,12 @@ def test_measured_psf_needs_and_takes_a_voxel_size(tmp_path, sample, capsys):
                                         "0.2,0.065,0.065"))  # fmt: skip
     assert code == 0
     assert read_image(out).extra["deconv.psf"]["generator"] == "measured"
+
+
+def test_info_prints_the_published_parameter_count(capsys):
+    code, out, _ = call(capsys, "info", "rln3d")
+    assert code == 0
+    assert "15,968 trainable" in out and "halo (tiling)     (17, 17, 17)" in out
+    code, out, _ = call(capsys, "models", "rcan3d*")
+    assert code == 0
+    assert out.splitlines()[0].split()[:3] == ["rcan3d", "3D", "1,002,621"]
