@@ -30,8 +30,8 @@ DEMO_NETWORK = "rln3d.widefield-synthetic"
 
 def _network(raw):
     """The shipped RLN on the raw sample, normalised as it was trained."""
+    from deconv.normalization import normalize
     from deconv.runtime.predict import predict
-    from deconv.training.data import normalize
     from deconv.zoo import get_model_card
     from deconv.zoo.pretrained import load_pretrained
 

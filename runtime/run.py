@@ -133,8 +133,8 @@ def _run_network(data, voxel_size, card, options: RunOptions, device, reporter):
     The network works in normalised units; its output is mapped back with the input's own
     percentiles so the result reads in roughly the input's intensity scale.
     """
+    from deconv.normalization import percentile_range
     from deconv.runtime.predict import predict
-    from deconv.training.data import percentile_range
     from deconv.zoo.pretrained import load_pretrained
 
     model, record = load_pretrained(options.model)

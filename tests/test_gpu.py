@@ -32,3 +32,29 @@ def test_cuda_matches_cpu(config):
     cpu = RichardsonLucy(psf, config, "cpu")(raw, iterations=10).numpy()
     gpu = RichardsonLucy(psf, config, "cuda")(raw, iterations=10).cpu().numpy()
     np.testing.assert_allclose(gpu, cpu, rtol=0, atol=1e-4 * float(np.abs(cpu).max()))
+
+
+def test_rln_half_precision_matches_float32_on_cuda():
+    from deconv.zoo import create_model
+
+    torch.manual_seed(0)
+    model = create_model("rln3d").cuda().eval()
+    x = torch.rand(1, 1, 32, 64, 64, device="cuda")
+    with torch.no_grad():
+        reference = model(x)
+        with torch.autocast("cuda", dtype=torch.float16):
+            half = model(x).float()
+    assert (half - reference).abs().max() < 0.02 * reference.abs().max()
+
+
+def test_training_with_mixed_precision_on_cuda(tmp_path):
+    from deconv.psf import save_psf
+    from deconv.training import RunDirectory, TrainConfig, train
+
+    psf = save_psf(generate_psf(shape=(9, 17, 17)), tmp_path / "psf.tif")
+    config = TrainConfig(model="rln3d_tiny", psf=str(psf), steps=4, val_every=4, device="cuda",
+                         patch=(16, 32, 32), volume_shape=(32, 64, 64), pool_size=2)  # fmt: skip
+    result = train(config, tmp_path / "run")
+    assert np.isfinite(result["psnr"])
+    state = RunDirectory(tmp_path / "run").load_checkpoint()
+    assert state["step"] == 4 and state["scaler"]  # the gradient scaler was used and saved

@@ -82,8 +82,8 @@ def test_resume_continues_exactly(tmp_path, psf_file):
 
 @pytest.mark.slow
 def test_kill_9_then_resume_matches_uninterrupted(tmp_path, psf_file):
-    args = ["train", "rln3d_tiny", "--psf", str(psf_file), "--steps", "40", "--patch", "16,32,32",
-            "--volume-shape", "32,64,64", "--batch-size", "2", "--val-every", "20",
+    args = ["train", "rln3d_tiny", "--psf", str(psf_file), "--steps", "200", "--patch", "16,32,32",
+            "--volume-shape", "32,64,64", "--batch-size", "2", "--val-every", "100",
             "--checkpoint-every", "2", "--quiet"]  # fmt: skip
     cli = [sys.executable, "-c", "from deconv.cli import main; main()"]
     subprocess.run([*cli, *args, "-o", str(tmp_path / "straight")], check=True, timeout=300)
@@ -97,10 +97,11 @@ def test_kill_9_then_resume_matches_uninterrupted(tmp_path, psf_file):
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     stopped_at = RunDirectory(tmp_path / "killed").load_checkpoint()["step"]
-    assert 6 <= stopped_at < 40
-    subprocess.run([*cli, *args[:2], "--resume", str(tmp_path / "killed"), "--steps", "40",
+    assert 6 <= stopped_at < 200
+    subprocess.run([*cli, *args[:2], "--resume", str(tmp_path / "killed"), "--steps", "200",
                     "--quiet"], check=True, timeout=300)  # fmt: skip
     assert_same_weights(weights(tmp_path / "straight"), weights(tmp_path / "killed"))
+    assert not list((tmp_path / "killed").rglob(".*partial*"))  # nothing half-written left
 
 
 def test_resume_with_another_model_is_refused(tmp_path, psf_file):
@@ -172,3 +173,13 @@ def test_data_dimensionality_must_match_the_model(tmp_path):
         tifffile.imwrite(tmp_path / "p" / sub / "x.tif", np.ones((32, 32), np.float32))
     with pytest.raises(DeconvError, match="is 3D but the data are 2D"):
         train(TrainConfig(model="rcan3d_tiny", data=str(tmp_path / "p")), tmp_path / "run")
+
+
+def test_a_moved_run_resumes_with_its_own_psf_copy(tmp_path, psf_file):
+    local_psf = tmp_path / "psf.tif"
+    local_psf.write_bytes(psf_file.read_bytes())
+    train(config(local_psf, steps=2), tmp_path / "run")
+    local_psf.unlink()  # the original PSF is gone, as on another machine
+    (tmp_path / "run").rename(tmp_path / "moved")
+    result = train(config(local_psf, steps=4), tmp_path / "moved", resume=True)
+    assert result["step"] == 4

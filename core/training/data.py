@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deconv.errors import DeconvError
 from deconv.io import read_image
+from deconv.normalization import normalize
 from deconv.synth import STRUCTURE_CLASSES, SynthConfig, pair_seed, simulate_pair
 from deconv.zoo.card import Normalization
 
@@ -42,23 +43,6 @@ class DataDescription(BaseModel):
     train_files: list[str] = Field(default_factory=list)
     validation_files: list[str] = Field(default_factory=list)
     seed: int = 0
-
-
-def percentile_range(image: np.ndarray, normalization: Normalization) -> tuple[float, float]:
-    """The (low, high) intensities that the card's normalisation maps to 0 and 1."""
-    if normalization.kind == "none":
-        return 0.0, 1.0
-    if normalization.kind == "min_max":
-        return float(np.min(image)), float(np.max(image))
-    lo, hi = np.percentile(image, [normalization.low, normalization.high])
-    return float(lo), float(hi)
-
-
-def normalize(image: np.ndarray, normalization: Normalization) -> np.ndarray:
-    """Per-image normalisation of the model card, in float32."""
-    image = np.asarray(image, dtype=np.float32)
-    lo, hi = percentile_range(image, normalization)
-    return ((image - lo) / max(hi - lo, 1e-6)).astype(np.float32)
 
 
 class PatchSource:

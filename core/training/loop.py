@@ -93,7 +93,10 @@ def train(
             raise DeconvError(
                 f"{run.path} trained {stored.model!r}; it cannot be resumed as {config.model!r}"
             )
-        config = stored.model_copy(update={"steps": max(config.steps, stored.steps)})
+        update: dict[str, Any] = {"steps": max(config.steps, stored.steps)}
+        if stored.psf is not None and (run.path / "psf.tif").exists():
+            update["psf"] = str(run.path / "psf.tif")  # the run's own copy: runs can move
+        config = stored.model_copy(update=update)
     if (config.psf is None) == (config.data is None):
         raise DeconvError("give exactly one of --psf (synthetic training) or --data (pairs)")
     spec = get_model_spec(config.model)
@@ -117,6 +120,7 @@ def train(
     source, validation, description, psf = _data(config, card, settings, ndim)
     start, best = 0, -float("inf")
     if resume:
+        run.remove_partial_files()
         state = run.load_checkpoint("last")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

@@ -81,6 +81,12 @@ class RunDirectory:
         data = buffer.getvalue()
         return write_atomically(self.checkpoints / f"{name}.pt", lambda tmp: tmp.write_bytes(data))
 
+    def remove_partial_files(self) -> None:
+        """Temporary files a killed run left behind (never the complete checkpoints)."""
+        for folder in (self.path, self.checkpoints):
+            for leftover in folder.glob(".*.partial-*"):
+                leftover.unlink(missing_ok=True)
+
     def load_checkpoint(self, name: str = "last") -> dict[str, Any]:
         path = self.checkpoints / f"{name}.pt"
         if not path.exists():
