@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from deconv.back_projectors import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_ORDER
 from deconv.cli.app import Quiet, app, parse_numbers, reporter
 
 
@@ -44,9 +45,9 @@ def run_command(
     back_projector: Annotated[
         BackProjector, typer.Option(help="RL back projector.")
     ] = BackProjector.traditional,
-    alpha: Annotated[float, typer.Option(help="Wiener regularisation.")] = 0.02,
-    beta: Annotated[float, typer.Option(help="Back projector gain at the cutoff.")] = 0.01,
-    order: Annotated[int, typer.Option(help="Butterworth order.")] = 10,
+    alpha: Annotated[float, typer.Option(help="Wiener regularisation.")] = DEFAULT_ALPHA,
+    beta: Annotated[float, typer.Option(help="Back projector gain at the cutoff.")] = DEFAULT_BETA,
+    order: Annotated[int, typer.Option(help="Butterworth order.")] = DEFAULT_ORDER,
     boundary: Annotated[Boundary, typer.Option(help="Edge handling.")] = Boundary.noncirculant,
     acceleration: Annotated[
         bool, typer.Option("--acceleration/--no-acceleration", help="Biggs-Andrews.")

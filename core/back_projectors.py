@@ -20,7 +20,7 @@ is |W| at the cutoff. With that choice (the squared one) the product W * B has g
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,18 +34,29 @@ BackProjectorKind = Literal[
 BACK_PROJECTORS: tuple[str, ...] = BackProjectorKind.__args__
 
 
+# The parameters' one definition, shared by BackProjectorConfig, RLConfig and the CLI.
+Alpha = Annotated[float, Field(gt=0, description="Wiener regularisation (noise level)")]
+Beta = Annotated[float, Field(gt=0, lt=1, description="gain at the resolution cutoff")]
+Order = Annotated[int, Field(ge=1, le=40, description="Butterworth order")]
+Resolution = Annotated[
+    tuple[float, ...] | None,
+    Field(description="resolution per axis in voxels; default: the PSF's FWHM"),
+]
+DEFAULT_ALPHA = 0.02
+DEFAULT_BETA = 0.01
+DEFAULT_ORDER = 10
+
+
 class BackProjectorConfig(BaseModel):
     """Parameters of the back projector; the defaults suit widefield data at moderate noise."""
 
     model_config = ConfigDict(extra="forbid")
 
     kind: BackProjectorKind = "traditional"
-    alpha: float = Field(0.02, gt=0, description="Wiener regularisation (noise level)")
-    beta: float = Field(0.01, gt=0, lt=1, description="gain at the resolution cutoff")
-    order: int = Field(10, ge=1, le=40, description="Butterworth order")
-    resolution: tuple[float, ...] | None = Field(
-        None, description="resolution per axis in voxels; default: the PSF's FWHM"
-    )
+    alpha: Alpha = DEFAULT_ALPHA
+    beta: Beta = DEFAULT_BETA
+    order: Order = DEFAULT_ORDER
+    resolution: Resolution = None
 
 
 def back_projector(psf: np.ndarray, config: BackProjectorConfig | None = None) -> np.ndarray:

@@ -34,7 +34,18 @@ import scipy.fft
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from deconv.back_projectors import BackProjectorConfig, BackProjectorKind, back_projector
+from deconv.back_projectors import (
+    DEFAULT_ALPHA,
+    DEFAULT_BETA,
+    DEFAULT_ORDER,
+    Alpha,
+    BackProjectorConfig,
+    BackProjectorKind,
+    Beta,
+    Order,
+    Resolution,
+    back_projector,
+)
 from deconv.errors import DeconvError
 from deconv.fft import (
     FFT_WORKERS,
@@ -66,10 +77,10 @@ class RLConfig(BaseModel):
 
     iterations: int = Field(30, ge=1, le=100_000)
     back_projector: BackProjectorKind = "traditional"
-    alpha: float = Field(0.02, gt=0, description="Wiener regularisation")
-    beta: float = Field(0.01, gt=0, lt=1, description="back projector gain at the cutoff")
-    order: int = Field(10, ge=1, le=40, description="Butterworth order")
-    resolution: tuple[float, ...] | None = Field(None, description="voxels; default PSF FWHM")
+    alpha: Alpha = DEFAULT_ALPHA
+    beta: Beta = DEFAULT_BETA
+    order: Order = DEFAULT_ORDER
+    resolution: Resolution = None
     boundary: Boundary = "noncirculant"
     background: float = Field(0.0, ge=0, description="camera offset in input units")
     acceleration: bool = Field(False, description="Biggs-Andrews vector extrapolation")
