@@ -25,7 +25,7 @@ import numpy as np
 
 from deconv.metrics import evaluate
 from deconv.normalization import normalize
-from deconv.psf import generate_psf
+from deconv.psf import regenerate_psf
 from deconv.richardson_lucy import RichardsonLucy, RLConfig
 from deconv.runtime.predict import predict
 from deconv.synth import SynthConfig, simulate_pair
@@ -61,11 +61,7 @@ def main() -> None:
 
     model, record = load_pretrained(args.model)
     card = get_model_card(args.model)
-    meta = record.psf
-    shape_kw = {"shape": meta.shape, "na": meta.na, "wavelength": meta.wavelength_emission,
-                "ni": meta.ni, "ns": meta.ns, "dxy": meta.voxel_size[-1],
-                "dz": meta.voxel_size[0] if len(meta.voxel_size) == 3 else 0.2}  # fmt: skip
-    psf = generate_psf(model=meta.generator, **shape_kw).data
+    psf = regenerate_psf(record.psf).data
     shape = (64, 128, 128) if card.ndim == 3 else (256, 256)
     synth = SynthConfig(structures=("shells",))
     pairs = [simulate_pair(shape, psf, TEST_SEED + i, synth) for i in range(args.count)]

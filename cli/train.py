@@ -36,7 +36,11 @@ def train_command(
         str | None, typer.Option(help="Synthetic structure classes to train on (comma list).")
     ] = None,
     val_structures: Annotated[
-        str | None, typer.Option(help="Structure classes of the validation volumes.")
+        str | None, typer.Option(help="Validation structure classes (default: the training ones).")
+    ] = None,
+    init_weights: Annotated[
+        str | None,
+        typer.Option(help="Fine-tune: start from a pretrained name or a run directory."),
     ] = None,
     quiet: Quiet = False,
 ) -> None:
@@ -58,7 +62,7 @@ def train_command(
         data=str(data) if data else None,
         volume_shape=parse_numbers(volume_shape, int, "--volume-shape"),
         train_structures=classes(train_structures) or STRUCTURE_CLASSES,
-        validation_structures=classes(val_structures),
+        validation_structures=classes(val_structures), init_weights=init_weights,
     )  # fmt: skip
     run_dir = resume or output
     result = train(config, run_dir, reporter(quiet), resume=resume is not None)

@@ -96,3 +96,31 @@ def training_curve(records: Sequence[dict], path: str | Path) -> Path:
         return write_atomically(Path(path), lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     finally:
         plt.close(fig)
+
+
+def cover_image(raw: np.ndarray, result: np.ndarray, path: str | Path, label: str) -> Path:
+    """A 2:1 bioimage.io cover: central plane of the raw input beside the model's output.
+
+    Each half is scaled to its own 0.1-99.9 percentiles, so the cover shows structure, not
+    the (arbitrary) intensity units of input and output.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from deconv.io import write_atomically
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4))
+    for ax, (name, image) in zip(axes, (("raw", raw), (label, result))):
+        image = np.asarray(image, dtype=np.float32)
+        plane = image[image.shape[0] // 2] if image.ndim == 3 else image
+        lo, hi = np.percentile(plane, [0.1, 99.9])
+        ax.imshow(plane, cmap="magma", vmin=lo, vmax=hi, interpolation="nearest")
+        ax.set_title(name, fontsize=11)
+        ax.axis("off")
+    fig.tight_layout()
+    try:
+        return write_atomically(Path(path), lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)

@@ -178,10 +178,16 @@ def _tuple_or_none(value) -> tuple[float, ...] | None:
     return None if value is None else tuple(float(v) for v in value)
 
 
-def check_output_path(output: str | Path, inputs: Iterable[str | Path] = ()) -> Path:
-    """Fail before any work is done if the output cannot be written or would hit an input."""
+def check_output_path(
+    output: str | Path, inputs: Iterable[str | Path] = (), image: bool = True
+) -> Path:
+    """Fail before any work is done if the output cannot be written or would hit an input.
+
+    ``image=False`` skips the image-format check (packages, ONNX files, engines).
+    """
     output = Path(output)
-    image_format(output)
+    if image:
+        image_format(output)
     resolved = output.resolve()
     for item in inputs:
         if Path(item).resolve() == resolved:

@@ -129,6 +129,22 @@ def generate_psf(
     return PSF(data, metadata)
 
 
+def regenerate_psf(metadata: PSFMetadata) -> PSF:
+    """Rebuild a computed PSF from its metadata (how pretrained models carry their PSF)."""
+    if metadata.generator not in ("vectorial", "scalar", "gaussian") or metadata.na is None:
+        raise DeconvError(
+            f"a {metadata.generator!r} PSF cannot be regenerated from its metadata; "
+            "use the PSF file it came with"
+        )
+    size = metadata.voxel_size
+    return generate_psf(
+        model=metadata.generator, shape=metadata.shape, na=metadata.na,
+        wavelength=metadata.wavelength_emission or 0.52, ni=metadata.ni or 1.515,
+        ns=metadata.ns or 1.33, dxy=size[-1], dz=size[0] if len(size) == 3 else 0.2,
+        depth=metadata.depth, ni0=metadata.ni0,
+    )  # fmt: skip
+
+
 def _focal_shift(nz: int, dz: float, dxy: float, depth: float, optics: dict) -> float:
     """Axial position (µm, relative to ``depth``) of the PSF's peak, to the nearest plane.
 

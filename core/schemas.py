@@ -17,6 +17,8 @@ from pydantic import BaseModel
 
 def schema_models() -> dict[str, type[BaseModel]]:
     from deconv.back_projectors import BackProjectorConfig
+    from deconv.exporters.package_config import DeconvPackageConfig
+    from deconv.exporters.tensorrt import EngineSidecar
     from deconv.psf import PSFMetadata
     from deconv.richardson_lucy import RLConfig
     from deconv.runtime.run import RunOptions
@@ -36,6 +38,8 @@ def schema_models() -> dict[str, type[BaseModel]]:
         "rl_config": RLConfig,
         "synth_config": SynthConfig,
         "run_options": RunOptions,
+        "package_config": DeconvPackageConfig,
+        "tensorrt_engine_sidecar": EngineSidecar,
     }
 
 

@@ -32,6 +32,9 @@ from deconv.errors import DeconvError
 from deconv.fft import fft_convolve
 
 STRUCTURE_CLASSES: tuple[str, ...] = ("spheres", "shells", "dots", "lines", "sheets", "boxes")
+EXTRA_CLASSES: tuple[str, ...] = ("membranes",)
+"""Opt-in classes beyond the paper's: never drawn unless named, so the defaults stay the paper's."""
+KNOWN_CLASSES: tuple[str, ...] = STRUCTURE_CLASSES + EXTRA_CLASSES
 _REFERENCE_EDGE = 128  # the paper's volume edge; counts below are per 128^ndim voxels
 _SHELL_BAND = (0.8, 1.3)
 _SEED_STRIDE = 1_000_003  # prime > any realistic dataset length, so pair seeds never collide
@@ -90,11 +93,11 @@ class SynthConfig(BaseModel):
     def _known_structures(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise ValueError(f"structures must name at least one of {', '.join(STRUCTURE_CLASSES)}")
-        unknown = [s for s in value if s not in STRUCTURE_CLASSES]
+        unknown = [s for s in value if s not in KNOWN_CLASSES]
         if unknown:
             raise ValueError(
                 f"unknown structure class(es) {', '.join(map(repr, unknown))}; "
-                f"choose from {', '.join(STRUCTURE_CLASSES)}"
+                f"choose from {', '.join(KNOWN_CLASSES)}"
             )
         return tuple(dict.fromkeys(value))  # drop duplicates, keep order
 
@@ -122,6 +125,7 @@ def _families(ndim: int, config: SynthConfig) -> list[tuple[str, str, int, Sampl
     rows: list[tuple[str, str, int, Sampler | None]] = [
         ("spheres", "spheres", 100, None),
         ("shells", "shells", 100, None),
+        ("membranes", "membranes", 50, None),
     ]
     rows += list(_BOX_FAMILIES_3D if ndim == 3 else _BOX_FAMILIES_2D)
     rows = [row for row in rows if row[0] in config.structures]
@@ -162,6 +166,36 @@ def _paint_ellipsoid(
     np.maximum(view, np.where(mask, np.float32(value), np.float32(0)), out=view)
 
 
+def _paint_membrane(gt: np.ndarray, centre: np.ndarray, rng: np.random.Generator, value: float):
+    """Max-paint a thin curved surface: the zero level set of a smooth random field.
+
+    Unlike the paper's axis-aligned sheets and perfect ellipsoids, these folded surfaces of
+    random topology (cups, tubes, saddles, closed pockets) teach a network that a blurred blob
+    may be hollow or folded, so it must read the interior from the data, not from a shape
+    prior. Band |f| < t of a unit-variance field smoothed by sigma is ~1-2 voxels thick.
+    """
+    ndim = gt.ndim
+    edge = int(rng.integers(12, 25))
+    sigma = float(rng.uniform(1.5, 3.0))
+    field = gaussian_filter(rng.standard_normal((edge,) * ndim), sigma, mode="wrap")
+    field /= field.std() + 1e-12
+    thickness = float(rng.uniform(0.12, 0.25)) * np.sqrt(sigma)
+    grids = np.ogrid[tuple(slice(0, edge) for _ in range(ndim))]
+    half = (edge - 1) / 2
+    inside = sum(((g - half) / (edge / 2)) ** 2 for g in grids) <= 1.0
+    mask = (np.abs(field) < thickness) & inside
+    lo = np.floor(centre).astype(int) - edge // 2
+    src, dst = [], []
+    for a, n in zip(lo, gt.shape, strict=True):
+        s0, s1 = max(0, -a), min(edge, n - a)
+        if s0 >= s1:
+            return
+        src.append(slice(s0, s1))
+        dst.append(slice(a + s0, a + s1))
+    view = gt[tuple(dst)]
+    np.maximum(view, np.where(mask[tuple(src)], np.float32(value), np.float32(0)), out=view)
+
+
 def make_ground_truth(
     shape: Sequence[int], rng: np.random.Generator, config: SynthConfig | None = None
 ) -> np.ndarray:
@@ -185,6 +219,8 @@ def make_ground_truth(
                 if cls == "spheres":
                     radii = np.full(ndim, rng.uniform(4, 7))
                     _paint_ellipsoid(gt, centre, radii, value, inner=None)
+                elif cls == "membranes":
+                    _paint_membrane(gt, centre, rng, value)
                 else:
                     radii = rng.uniform(4, 7, size=ndim)
                     _paint_ellipsoid(gt, centre, radii, value, inner=_SHELL_BAND[0])

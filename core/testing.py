@@ -3,8 +3,9 @@
 The same checks run in our own suite for every built-in, so "it works in deconv" means one
 thing: the model builds from the registry, runs on two input sizes that its card allows,
 keeps the input's shape, round-trips its config through JSON into an identical network,
-and its card states the true parameter count. ONNX export joins the list with the
-exporters.
+its card states the true parameter count, and (``onnx=True``, needs onnxruntime) it exports
+to a single-file opset-17 ONNX graph that ONNX Runtime runs to PyTorch's output on a size
+not used when exporting.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def _sizes(card, scale: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def check_model(name: str, **overrides: Any) -> dict[str, Any]:
+def check_model(name: str, onnx: bool = True, **overrides: Any) -> dict[str, Any]:
     """Raise AssertionError with a readable message at the first failed check."""
     card = get_model_card(name)
     assert card.name == name, f"card name {card.name!r} != registered name {name!r}"
@@ -60,4 +61,31 @@ def check_model(name: str, **overrides: Any) -> dict[str, Any]:
         assert tuple(y.shape) == tuple(x.shape), f"{name}: input {x.shape} gave output {y.shape}"
         assert torch.isfinite(y).all(), f"{name}: non-finite output for input {tuple(x.shape)}"
         ran.append(size)
+    if onnx and card.trainable:
+        _check_onnx(name, model, card)
     return {"name": name, "parameters": n_params, "sizes": ran}
+
+
+def _check_onnx(name: str, model: torch.nn.Module, card) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from deconv.exporters.onnx import export_onnx, onnx_facts, onnx_runner
+    from deconv.exporters.verification import (
+        TOLERANCES,
+        check_input,
+        check_shapes,
+        torch_reference,
+        verify,
+    )
+
+    shapes = check_shapes(card)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(model, check_input(shapes[0]), Path(tmp) / "model.onnx")
+        facts = onnx_facts(path)
+        assert facts["opset"] == 17 and not facts["external_data"], f"{name}: ONNX {facts}"
+        assert len(facts["inputs"]) == len(facts["outputs"]) == 1, f"{name}: ONNX {facts}"
+        rows = verify("onnx", torch_reference(model), onnx_runner(path), shapes,
+                      TOLERANCES[("onnx", "fp32")])  # fmt: skip
+    bad = [r for r in rows if not r.passed]
+    assert not bad, f"{name}: ONNX differs from PyTorch at {bad[0].shape}: {bad[0].max_abs_error}"

@@ -1,47 +1,8 @@
-"""m-rBCR: multi-stage residual BCR network (Li, Kudryashev, Yakimovich, ECCV 2024).
+"""m-rBCR in the zoo: config, card, loss, schedule and receptive-field bound.
 
-Why this design: a BCR-Net forward stage (a learned wavelet transform in the nonstandard
-form) models the blur cheaply at several scales, and an inverse stage of residual dense
-blocks undoes it coarse to fine; every scale emits an output and is supervised, which is
-what keeps the network small (about 30x fewer parameters than MIMO-UNet).
-
-Graph for ``scales = 3`` (x_s = x[..., ::2**s, ::2**s], strided subsamples):
-
-- forward, per scale (own weights): y_s = BCR_s(x_s), ``width`` channels;
-- fusion (ONE module shared by all neighbour pairs, as released): for s < S-1,
-  f_s = AFF(up(y_s), up(y_{s+1})) at full resolution, resized back to scale s;
-- heads, per scale: z_s = conv1x1(cat(y_s, f_s)) (coarsest: conv1x1(y_s)), 1 channel;
-- inverse, coarse to fine: xi_{S-1} = P_{S-1}(z_{S-1});
-  xi_s = P_s(AFF_inv(z_s, up(xi_{s+1}))), with AFF_inv ONE module shared across scales
-  and P_s per scale (own weights; the coarsest takes 1 channel, the others 48);
-- outputs, per scale: out_s = conv9x9(xi_s + z_s) (z_s broadcast over channels).
-
-``levels = 0`` reproduces the authors' released network, whose BCR levels never run
-(L = L0): BCR_s is 12 per-pixel dense layers of width 32. Its trainable parameters are
-exactly the checkpoint's **236,630**, no difference:
-
-- forward dense stacks 3 x (64 + 11 x 1,056) = 35,040; shared AFF 64->32: 2,080 + 9,248 =
-  11,328; heads 33 + 65 + 65 = 163;
-- shared inverse AFF 49->48: 2,400 + 20,784 = 23,184;
-- P row convs: coarsest 192 + 5 x 5,152 = 25,952, the two others 7,712 + 25,760 = 33,472
-  each; 4 residual dense blocks per P: 4,524 + 4,972 + 5,420 + 5,868 = 20,784 (x 3);
-- output convs 3 x (48 x 81 + 1) = 11,667.
-
-That count pins down what is shared: a per-scale forward fusion would give 247,958, a
-per-scale inverse fusion 259,814, one forward dense stack shared by all scales 213,270.
-
-``levels >= 1`` (default 1) makes the BCR levels real (see ``_bcr_blocks.WaveletLevel``):
-stride-2 2x2 analysis conv -> scaling part (recursed, dense stack at the bottom) + 3 detail
-bands, each band refined by its own residual 3x3 conv stack (grouped conv), stride-2
-transposed-conv synthesis. Width 32: 457,238 parameters at levels=1, 722,486 at levels=2;
-the ``mrbcr2d_tiny`` golden-test config has 418.
-
-Sizes: H and W must be multiples of 2**(scales - 1 + levels) (4 released, 8 default) so
-every strided subsample and wavelet level divides exactly. The card's halo is a
-conservative receptive-field bound (``halo()``): (y, x) = (184, 268) released, (208, 296)
-default; a gradient probe with all ReLUs active measures (180, 264) and (200, 280).
-Weights start Glorot-uniform with zero biases (the Keras defaults the authors trained
-from), deterministic under ``torch.manual_seed``.
+The graph and its design notes are in :mod:`deconv.zoo.networks.mrbcr` (torch only, so
+packages can carry it); :class:`MRBCR` here validates its keyword arguments first and turns
+bad input sizes into :class:`DeconvError`.
 """
 
 from __future__ import annotations
@@ -55,8 +16,8 @@ from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from deconv.errors import DeconvError
-from deconv.zoo._bcr_blocks import Fusion, InverseBranch, forward_stage, resize_like
 from deconv.zoo.card import Citation, ModelCard, ModelConfig, Normalization, TrainingDefaults
+from deconv.zoo.networks import mrbcr as network
 
 __all__ = ["MRBCR", "VARIANTS", "MRBCRConfig", "card", "multiscale_loss"]
 
@@ -91,75 +52,19 @@ class MRBCRConfig(ModelConfig):
         return 2 ** (self.scales - 1 + self.levels)
 
 
-class MRBCR(nn.Module):
+class MRBCR(network.MRBCR):
     """The m-rBCR network for (N, 1, H, W) inputs; ``forward`` returns the finest output."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__()
-        cfg = MRBCRConfig(**kwargs)
-        self.config = cfg
-        w, n = cfg.width, cfg.scales
-        c_inv = w + cfg.dense_blocks * cfg.growth
-        self.forward_stages = nn.ModuleList(
-            forward_stage(w, cfg.levels, cfg.forward_layers, cfg.detail_convs) for _ in range(n)
-        )
-        self.fusion = Fusion(2 * w, w) if n > 1 else None
-        self.heads = nn.ModuleList(nn.Conv2d(2 * w if s < n - 1 else w, 1, 1) for s in range(n))
-        self.inverse_fusion = Fusion(1 + c_inv, c_inv) if n > 1 else None
-        self.inverse = nn.ModuleList(
-            InverseBranch(
-                1 if s == n - 1 else c_inv,
-                w,
-                cfg.inverse_convs,
-                cfg.inverse_kernel,
-                cfg.dense_blocks,
-                cfg.growth,
-                cfg.dense_layers,
-            )
-            for s in range(n)
-        )
-        k = cfg.output_kernel
-        self.outputs = nn.ModuleList(nn.Conv2d(c_inv, 1, k, padding=k // 2) for _ in range(n))
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+        config = MRBCRConfig(**kwargs)
+        super().__init__(**config.model_dump())
+        self.config = config
 
     def _check(self, x: Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != 1:
-            raise DeconvError(f"MRBCR expects (N, 1, H, W) input, got shape {tuple(x.shape)}")
-        m = self.config.multiple
-        h, w = int(x.shape[-2]), int(x.shape[-1])
-        if h % m or w % m or h < m or w < m:
-            raise DeconvError(
-                f"MRBCR needs H and W to be positive multiples of {m} "
-                f"(2**(scales-1+levels)); got {h}x{w}: pad or crop the input"
-            )
-
-    def forward_multiscale(self, x: Tensor) -> list[Tensor]:
-        """Outputs of every scale, finest first: shapes (N, 1, H / 2**s, W / 2**s)."""
-        self._check(x)
-        n = self.config.scales
-        xs = [x[..., :: 2**s, :: 2**s] for s in range(n)]
-        ys = [stage(xi) for stage, xi in zip(self.forward_stages, xs)]
-        zs = []
-        for s in range(n):
-            if s < n - 1:
-                assert self.fusion is not None
-                f = self.fusion(resize_like(ys[s], ys[0]), resize_like(ys[s + 1], ys[0]))
-                zs.append(self.heads[s](torch.cat([ys[s], resize_like(f, ys[s])], dim=1)))
-            else:
-                zs.append(self.heads[s](ys[s]))
-        xis: list[Tensor] = [zs[-1]] * n
-        xis[-1] = self.inverse[-1](zs[-1])
-        for s in reversed(range(n - 1)):
-            assert self.inverse_fusion is not None
-            g = self.inverse_fusion(zs[s], resize_like(xis[s + 1], zs[s]))
-            xis[s] = self.inverse[s](g)
-        return [out(xi + z) for out, xi, z in zip(self.outputs, xis, zs)]
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_multiscale(x)[0]
+        try:
+            super()._check(x)
+        except ValueError as error:
+            raise DeconvError(str(error)) from None
 
 
 def multiscale_loss(outputs: list[Tensor], target: Tensor) -> Tensor:

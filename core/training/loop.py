@@ -56,6 +56,9 @@ class TrainConfig(BaseModel):
     train_structures: tuple[str, ...] = STRUCTURE_CLASSES
     validation_structures: tuple[str, ...] | None = None
     validation_count: int = Field(2, ge=1)
+    init_weights: str | None = None
+    """Start from these weights instead of random ones (fine-tuning): a pretrained name
+    (``rln3d.widefield-synthetic``) or a run directory (its best checkpoint)."""
 
 
 def _device(name: str) -> torch.device:
@@ -108,7 +111,10 @@ def train(
     device = _device(config.device)
 
     torch.manual_seed(config.seed)
-    model = spec.build(**config.model_overrides).to(device)
+    model = spec.build(**config.model_overrides)
+    if config.init_weights and not resume:
+        _load_initial_weights(model, config.init_weights)
+    model = model.to(device)
     objective = spec.objective or _mse_objective
     optimizer = torch.optim.Adam(model.parameters(), lr=settings["learning_rate"])
     scheduler = torch.optim.lr_scheduler.StepLR(
@@ -187,6 +193,26 @@ def train(
     return {"step": config.steps, "best_psnr": best, **last_metrics}
 
 
+def _load_initial_weights(model: torch.nn.Module, source: str) -> None:
+    """Copy weights from a pretrained name or a run directory; shapes must match exactly."""
+    from deconv.zoo.pretrained import list_pretrained, load_pretrained
+
+    if source in list_pretrained():
+        state = load_pretrained(source)[0].state_dict()
+    elif (Path(source) / "checkpoints").is_dir():
+        state = RunDirectory(source).load_checkpoint("best")["model"]
+    else:
+        raise DeconvError(
+            f"--init-weights {source!r} is neither a pretrained name "
+            f"({', '.join(list_pretrained())}) nor a run directory"
+        )
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[-1].strip()
+        raise DeconvError(f"--init-weights {source!r} does not fit this model: {first}") from None
+
+
 def _mse_objective(model, raw, target):
     return torch.nn.functional.mse_loss(model(raw), target)
 
@@ -225,7 +251,7 @@ def _data(config: TrainConfig, card, settings, ndim: int):
             volume_shape=settings["volume_shape"],
             pool_size=config.pool_size,
             synth=synth,
-            validation_structures=config.validation_structures or STRUCTURE_CLASSES,
+            validation_structures=config.validation_structures or config.train_structures,
             seed=config.seed,
         )
         return source, validation, description, psf

@@ -1,0 +1,174 @@
+"""RLN network graph, self-contained (imports only torch): the Richardson-Lucy Network of
+Li et al., Nature Methods 19, 1427-1437 (2022).
+
+This file is copied verbatim into bioimage.io packages as the architecture of their
+``pytorch_state_dict`` weights, so that tools without ``deconv`` installed can rebuild the
+network; :mod:`deconv.zoo.rln` adds the config, card and loss on top.
+
+A network shaped like one RL iteration, run twice: at half scale (H1) a learned forward
+projector FP blurs the input, a division DV compares it with the data and a learned back
+projector BP turns the ratio into a multiplicative update of the input; at full scale (H2)
+a second forward projector and back projector refine that estimate; a small merge (H3)
+combines both. The physics prior is why ~16k parameters suffice and why a model trained on
+synthetic data of one PSF restores real data of that PSF.
+
+Facts kept from the paper's released network: convolutions 3x3(x3) without bias, BatchNorm
+(eps 1e-3, momentum 0.01), softplus everywhere, 15,968 trainable parameters in 3D (15,808
+conv weights + 160 BatchNorm affine), 5,472 in 2D (same graph with 2D ops). The first
+forward-projector convolutions start as isotropic Gaussians (peak 1, sigma 4, 1, 2, 3 voxels
+for the four output filters, each input channel scaled by U(0.7, 1)); the others start
+truncated-normal (std 0.05). The divisions and products use plain autograd (the original
+uses surrogate gradients); they are kept in float32 under autocast because their 1e-3
+offset is close to float16's resolution.
+
+Odd sizes: average pooling floors and the transposed convolution would need a size-dependent
+output_padding (static in ONNX), so inputs are mirror-padded to even sizes and cropped back.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.01
+DIVISION_OFFSET = 1e-3
+GAUSSIAN_SIGMAS = (4.0, 1.0, 2.0, 3.0)  # {2s, s/2, s, 1.5s} with s = 2
+
+
+class _ConvBN(nn.Module):
+    """conv (no bias) -> BatchNorm -> softplus, the unit RLN is made of."""
+
+    def __init__(self, ndim: int, cin: int, cout: int, bn: bool = True) -> None:
+        super().__init__()
+        conv = nn.Conv3d if ndim == 3 else nn.Conv2d
+        norm = nn.BatchNorm3d if ndim == 3 else nn.BatchNorm2d
+        self.conv = conv(cin, cout, 3, padding=1, bias=False)
+        self.bn = norm(cout, eps=BN_EPS, momentum=BN_MOMENTUM) if bn else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.softplus(self.bn(self.conv(x)))
+
+
+def _norm(ndim: int, channels: int) -> nn.Module:
+    cls = nn.BatchNorm3d if ndim == 3 else nn.BatchNorm2d
+    return cls(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+class RLN(nn.Module):
+    """RLN for single-channel 2D or 3D inputs (N, 1, *spatial) -> (N, 1, *spatial)."""
+
+    def __init__(
+        self, architecture: str = "rln", ndim: int = 3, width: int = 4, bp_width: int = 8
+    ) -> None:
+        super().__init__()
+        if architecture != "rln" or ndim not in (2, 3) or min(width, bp_width) < 1:
+            raise ValueError(f"not an RLN: {architecture=}, {ndim=}, {width=}, {bp_width=}")
+        n, w, b = ndim, width, bp_width
+        self.ndim, self.width = n, w
+        # H1: half scale
+        self.fp1_a1 = _ConvBN(n, 1, w)
+        self.fp1_a2 = _ConvBN(n, w, w)
+        self.fp1_f = _ConvBN(n, 2 * w, w)
+        self.dv1_bn = _norm(n, 1)
+        self.bp1_b1 = _ConvBN(n, 1, b)
+        self.bp1_b2 = _ConvBN(n, b, b)
+        self.bp1_b3 = _ConvBN(n, 2 * b, b)
+        up = nn.ConvTranspose3d if n == 3 else nn.ConvTranspose2d
+        self.bp1_up = up(b, w, 2, stride=2, bias=False)
+        self.bp1_up_bn = _norm(n, w)
+        self.bp1_b4 = _ConvBN(n, w, w)
+        self.e1_bn = _norm(n, 1)
+        # H2: full scale
+        self.fp2_a1 = _ConvBN(n, 1, w)
+        self.fp2_a2 = _ConvBN(n, w, w)
+        self.dv2_bn = _norm(n, 1)
+        self.bp2_b1 = _ConvBN(n, 1, b)
+        self.bp2_b2 = _ConvBN(n, b, b)
+        self.e2_bn = _norm(n, 1)
+        # H3: merge
+        self.m1 = _ConvBN(n, 1, b, bn=False)
+        self.m2 = _ConvBN(n, b + 2, b, bn=False)
+        self.out = _ConvBN(n, 2 * b, b)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        gaussian = [self.fp1_a1, self.fp1_a2, self.fp1_f, self.fp2_a1, self.fp2_a2]
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d | nn.Conv3d | nn.ConvTranspose2d | nn.ConvTranspose3d):
+                nn.init.trunc_normal_(module.weight, std=0.05, a=-0.1, b=0.1)
+        for unit in gaussian:
+            _gaussian_init_(unit.conv.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_aux(x)[0]
+
+    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Output and the H1 update before its BatchNorm (target of the auxiliary loss)."""
+        spatial = x.shape[2:]
+        pads = []
+        for size in reversed(spatial):
+            pads += [0, int(size) % 2]
+        if not any(pads):  # the only path traced/exported graphs contain: no size constants
+            return self._forward_even(x)
+        x = F.pad(x, pads, mode="reflect" if min(spatial) > 1 else "replicate")
+        out, aux = self._forward_even(x)
+        crop = (slice(None), slice(None), *[slice(0, int(s)) for s in spatial])
+        return out[crop], aux[crop]
+
+    def _forward_even(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pool = F.avg_pool3d if self.ndim == 3 else F.avg_pool2d
+        width = self.width
+        # H1 at half scale
+        yd = pool(y, 2)
+        a1 = self.fp1_a1(yd)
+        a2 = self.fp1_a2(a1)
+        f1 = self.fp1_f(torch.cat([a1, a2], 1)) + F.softplus(yd.expand(-1, width, *yd.shape[2:]))
+        d1 = self.dv1_bn(_divide(yd, f1.mean(1, keepdim=True)))
+        b1 = self.bp1_b1(d1)
+        b2 = self.bp1_b2(b1)
+        b3 = self.bp1_b3(torch.cat([b2, b1], 1))
+        up = F.softplus(self.bp1_up_bn(self.bp1_up(b3)))
+        b4 = self.bp1_b4(up)
+        t2 = _multiply(y, b4.mean(1, keepdim=True))
+        e1 = F.softplus(self.e1_bn(t2))
+        # H2 at full scale: FP2 and DV2 act on the data, BP2 refines E1
+        f2 = self.fp2_a2(self.fp2_a1(y)) + F.softplus(y.expand(-1, width, *y.shape[2:]))
+        d2 = self.dv2_bn(_divide(y, f2.mean(1, keepdim=True)))
+        g2 = self.bp2_b2(self.bp2_b1(d2)) + 1.0
+        e2 = F.softplus(self.e2_bn(_multiply(e1, g2.mean(1, keepdim=True))))
+        # H3 merge
+        m1 = self.m1(e2)
+        m2 = self.m2(torch.cat([m1, e2, e1], 1))
+        out = self.out(torch.cat([m1, m2], 1)).mean(1, keepdim=True)
+        return out, t2
+
+
+def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def _divide(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    with torch.autocast(a.device.type, enabled=False):
+        return _at_least_float32(a) / (_at_least_float32(b) + DIVISION_OFFSET)
+
+
+def _multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    with torch.autocast(a.device.type, enabled=False):
+        return _at_least_float32(a) * _at_least_float32(b)
+
+
+@torch.no_grad()
+def _gaussian_init_(weight: torch.Tensor) -> None:
+    """Isotropic Gaussians with peak 1, sigma by output filter, U(0.7, 1) per input channel."""
+    cout, cin, *kernel = weight.shape
+    grids = torch.meshgrid(
+        *[torch.arange(k, dtype=torch.float32) - (k - 1) / 2 for k in kernel], indexing="ij"
+    )
+    r2 = sum(g**2 for g in grids)
+    for o in range(cout):
+        sigma = GAUSSIAN_SIGMAS[o % len(GAUSSIAN_SIGMAS)]
+        base = torch.exp(-r2 / (2 * sigma**2))
+        for i in range(cin):
+            weight[o, i] = base * torch.empty(()).uniform_(0.7, 1.0)
