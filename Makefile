@@ -6,7 +6,7 @@ BENCH_VENV ?= .venv-bench
 # The CPU build of torch is installed first: an unpinned torch would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint format schemas bench clean
+.PHONY: setup demo test lint format schemas bench examples clean
 
 $(BIN)/deconv: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ schemas: setup
 test: lint
 	$(BIN)/python -m deconv.schemas --check
 	$(BIN)/python -m pytest
+
+# What a package looks like, committed for readers: rdf.yaml, README.md and cover.png of the
+# shipped 3D RLN's bioimage.io package.
+examples: setup
+	$(BIN)/deconv package rln3d.widefield-synthetic -o examples/rln3d.widefield-synthetic.zip -q
+	cd examples && rm -rf rln3d.widefield-synthetic && mkdir rln3d.widefield-synthetic && \
+		unzip -q -o rln3d.widefield-synthetic.zip rdf.yaml README.md cover.png \
+		-d rln3d.widefield-synthetic && rm rln3d.widefield-synthetic.zip
 
 # Peers (scikit-image, RedLionfish's CPU path) live only in the benchmark environment.
 # RedLionfish's GPU extras (pyopencl, reikna) are not needed for its CPU path.

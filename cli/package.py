@@ -38,16 +38,47 @@ def package_command(
     weights: Annotated[
         str, typer.Option(help="Comma list of weights formats to include.")
     ] = "pytorch_state_dict,torchscript,onnx",
+    psf: Annotated[
+        Path | None, typer.Option(help="rl only: the PSF TIFF to bake into the graph.")
+    ] = None,
+    back_projector: Annotated[
+        str, typer.Option(help="rl only: traditional, gaussian, butterworth, wiener, ...")
+    ] = "wiener-butterworth",
+    iterations: Annotated[
+        int | None, typer.Option(min=1, help="rl only (default 3, traditional 30).")
+    ] = None,
+    tile: Annotated[str | None, typer.Option(help="rl only: fixed tile 'z,y,x' or 'y,x'.")] = None,
+    background: Annotated[float, typer.Option(help="rl only: camera offset (counts).")] = 0.0,
+    psf_voxel_size: Annotated[
+        str | None, typer.Option(help="rl only: PSF voxel size if its TIFF has none.")
+    ] = None,
     trust_code: TrustCode = False,
     quiet: Quiet = False,
 ) -> None:
-    """Write a bioimage.io model (format 0.5) with PSF metadata, tested before it is written."""
+    """Write a bioimage.io model (format 0.5) with PSF metadata, tested before it is written.
+
+    SOURCE is a pretrained name, a run directory, a package, or `rl` with --psf for
+    classical Richardson-Lucy / Wiener-Butterworth with the PSF baked in.
+    """
+    from deconv.errors import DeconvError
     from deconv.exporters.bioimageio_package import package_model
     from deconv.exporters.sources import resolve_source
 
     formats = tuple(w.strip() for w in weights.split(",") if w.strip())
     report = reporter(quiet)
-    model = resolve_source(source, trust_code=trust_code)
+    if source == "rl":
+        from deconv.exporters.rl_source import rl_source
+        from deconv.psf import load_psf
+
+        if psf is None:
+            raise DeconvError("packaging rl needs --psf PSF.tif (the PSF is the model)")
+        voxel = parse_numbers(psf_voxel_size, float, "--psf-voxel-size")
+        model = rl_source(load_psf(psf, voxel), back_projector, iterations,
+                          parse_numbers(tile, int, "--tile"), background)  # fmt: skip
+    elif psf is not None:
+        raise DeconvError("--psf is for packaging rl; trained models carry their own PSF")
+    else:
+        model = resolve_source(source, trust_code=trust_code)
     path, checks = package_model(model, output, name=name, formats=formats, reporter=report)
     if not quiet:
         typer.echo(_agreement_table(checks))

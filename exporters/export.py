@@ -56,7 +56,8 @@ def export_model(
     if fmt == "onnx":
         from deconv.exporters.onnx import export_onnx, onnx_runner
 
-        export_onnx(source.model, example, output, opset=opset, precision=precision)
+        export_onnx(source.model, example, output, opset=opset, precision=precision,
+                    dynamic_spatial=any(card.step))  # fmt: skip
         runner = onnx_runner(output)
     else:
         from deconv.exporters.torchscript import export_torchscript, torchscript_runner

@@ -132,11 +132,28 @@ def _state_dict(descr: Any) -> dict:
     return torch.load(io.BytesIO(_read(descr, weights)), map_location="cpu", weights_only=True)
 
 
+def _card_from_rdf(descr: Any, config: DeconvPackageConfig, model: Any) -> Any:
+    """A card for networks the registry cannot describe (fixed-size RL graphs, foreign code)."""
+    from deconv.zoo.card import ModelCard
+
+    space = [a for a in descr.inputs[0].axes if a.type == "space"]
+
+    def size(axis: Any) -> tuple[int, int]:
+        return (int(axis.size), 0) if isinstance(axis.size, int) else (
+            int(axis.size.min), int(axis.size.step))  # fmt: skip
+
+    return ModelCard(
+        name=config.model.registry_name, architecture=config.model.architecture,
+        description=str(descr.description), ndim=len(space), trainable=False,
+        min_size=tuple(size(a)[0] for a in space), step=tuple(size(a)[1] for a in space),
+        halo=config.halo, normalization=config.normalization, loss="", citation=[],
+        parameters=sum(p.numel() for p in model.parameters()),
+    )  # fmt: skip
+
+
 def _from_package_code(descr: Any, config: DeconvPackageConfig) -> tuple[Any, Any]:
     """--trust-code: import the package's architecture file; the card comes from the rdf."""
     import tempfile
-
-    from deconv.zoo.card import ModelCard
 
     arch = descr.weights.pytorch_state_dict.architecture
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,21 +161,7 @@ def _from_package_code(descr: Any, config: DeconvPackageConfig) -> tuple[Any, An
         file.write_bytes(_read(descr, arch))
         model = import_network_file(file, str(arch.callable))(**arch.kwargs)
     model.load_state_dict(_state_dict(descr))
-    space = [a for a in descr.inputs[0].axes if a.type == "space"]
-    card = ModelCard(
-        name=config.model.registry_name,
-        architecture=config.model.architecture,
-        description=str(descr.description),
-        ndim=len(space),
-        min_size=tuple(int(a.size.min) for a in space),
-        step=tuple(int(a.size.step) for a in space),
-        halo=config.halo,
-        normalization=config.normalization,
-        loss="",
-        citation=[],
-        parameters=sum(p.numel() for p in model.parameters()),
-    )
-    return model.eval(), card
+    return model.eval(), _card_from_rdf(descr, config, model)
 
 
 def load_package(path: str | Path, trust_code: bool = False) -> ModelSource:
@@ -177,7 +180,14 @@ def load_package(path: str | Path, trust_code: bool = False) -> ModelSource:
     if descr.weights.pytorch_state_dict is None:
         raise DeconvError(f"{path} has no pytorch_state_dict weights to load")
     name = config.model.registry_name
-    if name in list_models(pretrained=False):
+    if config.model.architecture == "rl_fft":  # classical RL: our own graph, no registry entry
+        from deconv.zoo.networks.rl_fft import RichardsonLucyFFT
+
+        model = RichardsonLucyFFT(**config.model.config)
+        model.load_state_dict(_state_dict(descr))
+        model.eval()
+        card = _card_from_rdf(descr, config, model)
+    elif name in list_models(pretrained=False):
         model = build_registered(name, config.model.config, _state_dict(descr))
         card = get_model_card(name)
     elif trust_code:

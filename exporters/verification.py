@@ -5,6 +5,10 @@ PyTorch model and the artefact on the size used when tracing *and* on a second s
 was not, and compare element-wise with ``|candidate - reference| <= absolute + relative *
 |reference|`` (numpy's ``allclose`` rule, the one bioimage.io's reproducibility tolerances
 use). A traced graph that silently baked in the example's size fails the second size.
+``absolute`` is relative to the output's range: it is multiplied by ``max(1, max|reference|)``
+so that models whose outputs are in camera counts (RL) are held to the same standard as
+networks with normalised outputs. Fixed-size graphs (step 0) are checked on two inputs of
+their one size.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ def valid_size(card: ModelCard, target: Sequence[int]) -> tuple[int, ...]:
     """The smallest size >= ``target`` per axis that the model accepts (min + k * step)."""
     sizes = []
     for t, lo, step in zip(target, card.min_size, card.step, strict=True):
+        if step == 0:  # fixed size
+            sizes.append(lo)
+            continue
         t = max(int(t), lo)
         sizes.append(lo + -(-(t - lo) // step) * step)
     return tuple(sizes)
@@ -55,6 +62,8 @@ def valid_size(card: ModelCard, target: Sequence[int]) -> tuple[int, ...]:
 def check_shapes(card: ModelCard, traced: Sequence[int] | None = None) -> list[tuple[int, ...]]:
     """Two spatial shapes: the one to trace with, and a different one per axis."""
     base = tuple(traced) if traced else valid_size(card, (16, 32, 32)[-card.ndim :])
+    if not any(card.step):
+        return [base, base]
     other = valid_size(
         card, [b + max(s, 8) + 2 * s * i for i, (b, s) in enumerate(zip(base, card.step))]
     )
@@ -87,6 +96,7 @@ def compare(
     tolerance: tuple[float, float],
 ) -> Agreement:
     relative, absolute = tolerance
+    absolute *= max(1.0, float(np.abs(reference).max()))
     shape = tuple(reference.shape[2:])
     if candidate.shape != reference.shape:
         return Agreement(

@@ -205,3 +205,43 @@ def test_bad_input_is_one_clear_line(tmp_path, monkeypatch, capsys, args, messag
     assert __import__("re").search(message, text), text
     assert "Traceback" not in text
     assert not any(p.suffix in (".zip", ".onnx", ".pt", ".engine") for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("back_projector", "iterations"), [("wiener-butterworth", None),
+                                                            ("traditional", 10)])  # fmt: skip
+def test_rl_graph_reproduces_classical_richardson_lucy(psf3d, back_projector, iterations):
+    import torch
+
+    from deconv.exporters.rl_source import classical_reference, rl_source
+    from deconv.synth import simulate_pair
+
+    source = rl_source(psf3d, back_projector, iterations, tile=(16, 32, 32), background=30.0)
+    raw = simulate_pair((16, 32, 32), psf3d.data, 3)[0]
+    with torch.no_grad():
+        graph = source.model(torch.from_numpy(raw)[None, None]).numpy()[0, 0]
+    reference = classical_reference(source)(raw).numpy()
+    assert np.abs(graph - reference).max() <= 1e-5 * reference.max()
+
+
+def test_rl_packages_with_its_psf_and_passes_validation(tmp_path, psf3d, capsys):
+    from deconv.psf import save_psf
+
+    save_psf(psf3d, tmp_path / "psf.tif")
+    out = tmp_path / "rl.zip"
+    code, _, err = call(capsys, "package", "rl", "--psf", str(tmp_path / "psf.tif"),
+                           "--tile", "16,32,32", "-o", str(out), "-q")  # fmt: skip
+    assert code == 0, err
+    rdf = _rdf(out)
+    space = [a for a in rdf["inputs"][0]["axes"] if a["type"] == "space"]
+    assert [a["size"] for a in space] == [16, 32, 32]  # fixed tile
+    assert [a["halo"] for a in rdf["outputs"][0]["axes"] if a["type"] == "space"] == [4, 8, 8]
+    assert rdf["inputs"][0].get("preprocessing", [{"id": "ensure_dtype"}])[-1]["id"] in (
+        "ensure_dtype",)  # raw counts in, no normalisation  # fmt: skip
+    assert rdf["config"]["deconv"]["model"]["architecture"] == "rl_fft"
+    rows = validate_package(out)
+    assert all(r.passed for r in rows), [r for r in rows if not r.passed]
+
+
+def test_rl_package_needs_a_psf(tmp_path, capsys):
+    code, out, err = call(capsys, "package", "rl", "-o", str(tmp_path / "rl.zip"))
+    assert code != 0 and "needs --psf" in out + err

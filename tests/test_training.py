@@ -183,3 +183,27 @@ def test_a_moved_run_resumes_with_its_own_psf_copy(tmp_path, psf_file):
     (tmp_path / "run").rename(tmp_path / "moved")
     result = train(config(local_psf, steps=4), tmp_path / "moved", resume=True)
     assert result["step"] == 4
+
+
+def test_init_weights_fine_tunes_from_a_run(tmp_path, psf_file):
+    train(config(psf_file, steps=4), tmp_path / "base")
+    base = weights(tmp_path / "base", "best")
+    # one step at a tiny learning rate: the start was the base run's weights, not random ones
+    train(config(psf_file, steps=1, val_every=1, learning_rate=1e-9,
+                 init_weights=str(tmp_path / "base")), tmp_path / "tuned")  # fmt: skip
+    tuned = weights(tmp_path / "tuned")
+    for key, value in base.items():
+        if value.is_floating_point() and "running" not in key:
+            torch.testing.assert_close(tuned[key], value, rtol=1e-5, atol=1e-6, msg=key)
+    fresh = weights(tmp_path / "base", "last")
+    assert json.loads((tmp_path / "tuned" / "run.json").read_text())["train"]["init_weights"]
+    assert fresh.keys() == tuned.keys()
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [("nowhere", "neither a pretrained name"), ("rln2d.widefield-synthetic", "does not fit")],
+)
+def test_init_weights_errors(tmp_path, psf_file, source, message):
+    with pytest.raises(DeconvError, match=message):
+        train(config(psf_file, init_weights=source), tmp_path / "run")
