@@ -37,7 +37,9 @@ def run_command(
     input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="TIFF, OME-TIFF or Zarr.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output image (.tif/.zarr).")],
     psf: Annotated[Path | None, typer.Option(help="PSF TIFF (for rl).")] = None,
-    model: Annotated[str, typer.Option(help="Zoo model name.")] = "rl",
+    model: Annotated[
+        str, typer.Option(help="rl, a pretrained name, a run directory or a package (.zip).")
+    ] = "rl",
     iterations: Annotated[int, typer.Option(min=1, help="RL iterations.")] = 30,
     background: Annotated[
         str, typer.Option(help="Camera offset in input units, or 'auto' (0.5 percentile).")
@@ -69,6 +71,16 @@ def run_command(
         float | None, typer.Option(help="uint16 = value x scale (default: fit the range).")
     ] = None,
     key: Annotated[str | None, typer.Option(help="Array name inside a Zarr group.")] = None,
+    backend: Annotated[
+        str, typer.Option(help="Networks: auto, torch, onnx or tensorrt (auto says which).")
+    ] = "auto",
+    precision: Annotated[
+        str | None, typer.Option(help="Networks: fp32, fp16 or bf16 (default fp16 on GPUs).")
+    ] = None,
+    tile: Annotated[
+        str | None, typer.Option(help="Networks: tile core 'z,y,x' (default 64,256,256).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Networks: tiles per batch.")] = 1,
     quiet: Quiet = False,
 ) -> None:
     """Deconvolve INPUT with Richardson-Lucy and a PSF, or with a trained network."""
@@ -90,7 +102,8 @@ def run_command(
         background=background, stack=stack, voxel_size=parse_numbers(voxel_size, float,
         "--voxel-size"), psf_voxel_size=parse_numbers(psf_voxel_size, float, "--psf-voxel-size"),
         device=device, output_dtype=output_dtype.value,
-        uint16_scale=uint16_scale, key=key,
+        uint16_scale=uint16_scale, key=key, backend=backend, precision=precision,
+        tile=parse_numbers(tile, int, "--tile"), batch_size=batch_size,
     )  # fmt: skip
     summary = deconvolve_file(input_path, output, psf, options, reporter(quiet))
     typer.echo(f"wrote {summary['output']} ({'x'.join(map(str, summary['shape']))}, "

@@ -43,6 +43,11 @@ class RunOptions(BaseModel):
     output_dtype: OutputDType = "float32"
     uint16_scale: float | None = Field(None, gt=0)
     key: str | None = None
+    backend: str = "auto"
+    precision: str | None = Field(None, description="fp32, fp16 or bf16; default per device")
+    tile: tuple[int, ...] | None = Field(None, description="tile core size; default ~4 Mvoxel")
+    batch_size: int = Field(1, ge=1, description="tiles per batch")
+    blend: Literal["cosine", "linear"] = "cosine"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -70,15 +75,12 @@ def deconvolve_file(
     """
     options = options or RunOptions()
     input_path, output_path = Path(input_path), Path(output_path)
-    card = zoo.get_model_card(options.model)  # unknown names fail with the list of models
-    if options.model != "rl" and "." not in options.model:
-        tags = ", ".join(zoo.list_models(f"{options.model}.*", pretrained=True)) or "none yet"
-        raise DeconvError(
-            f"model {options.model!r} has no trained weights; use a pretrained name "
-            f"(available: {tags}) or train one with deconv train"
-        )
-    if options.model == "rl" and psf_path is None:
-        raise DeconvError("the rl model needs a PSF: pass --psf PSF.tif")
+    source = None
+    if options.model == "rl":
+        if psf_path is None:
+            raise DeconvError("the rl model needs a PSF: pass --psf PSF.tif")
+    else:
+        source = _network_source(options.model)
     check_output_path(output_path, [input_path] + ([psf_path] if psf_path else []))
     image = read_image(input_path, key=options.key)
     data = np.asarray(image.data[...], dtype=np.float32)
@@ -89,7 +91,7 @@ def deconvolve_file(
     if options.model == "rl":
         result, record = _run_rl(data, voxel_size, psf_path, options, device, reporter)
     else:
-        result, record = _run_network(data, voxel_size, card, options, device, reporter)
+        result, record = _run_network(data, voxel_size, source, options, device, reporter)
 
     out, scale = to_output_dtype(result, options.output_dtype, options.uint16_scale)
     if options.output_dtype == "uint16":
@@ -127,43 +129,75 @@ def _run_rl(data, voxel_size, psf_path, options: RunOptions, device, reporter):
     return (result if options.stack else result[0]), record
 
 
-def _run_network(data, voxel_size, card, options: RunOptions, device, reporter):
-    """Normalise globally (never per tile), predict, and map back to the input's range.
+def _network_source(model: str):
+    """A pretrained name, run directory or package; bare architecture names are refused."""
+    from deconv.exporters.sources import resolve_source
+
+    if model in zoo.list_models():
+        tags = ", ".join(zoo.list_models(f"{model}.*", pretrained=True)) or "none yet"
+        raise DeconvError(
+            f"model {model!r} has no trained weights; use a pretrained name "
+            f"(available: {tags}), a run directory or a package, or train one with deconv train"
+        )
+    if not Path(model).exists():
+        zoo.get_model_card(model)  # unknown architecture or tag: the error lists the names
+    return resolve_source(model)
+
+
+def _run_network(data, voxel_size, source, options: RunOptions, device, reporter):
+    """Normalise globally (never per tile), predict tile by tile, map back to the input range.
 
     The network works in normalised units; its output is mapped back with the input's own
     percentiles so the result reads in roughly the input's intensity scale.
     """
     from deconv.normalization import percentile_range
-    from deconv.runtime.predict import predict
-    from deconv.zoo.pretrained import load_pretrained
+    from deconv.runtime.backends import make_backend
+    from deconv.runtime.tiling import predict_blended, predict_tiled
 
-    model, record = load_pretrained(options.model)
-    model = model.to(device)
+    card = source.card
     expected = card.ndim + (1 if options.stack else 0)
     if data.ndim != expected:
         hint = "; pass --stack for a stack of 2D images" if data.ndim == card.ndim + 1 else ""
         raise DeconvError(
             f"{options.model} is a {card.ndim}D model but the input has shape {data.shape}{hint}"
         )
-    trained = record.psf.voxel_size
-    spatial = _spatial(voxel_size, card.ndim)
-    if spatial is not None and not same_voxel_size(spatial, trained):
-        reporter.info(
-            f"{options.model} was trained for voxels {tuple(trained)} µm but the image has "
-            f"{tuple(spatial)} µm; results may be worse (train a model for this sampling)"
-        )
+    if options.tile is not None and len(options.tile) != card.ndim:
+        raise DeconvError(f"--tile needs {card.ndim} sizes for {options.model}, got {options.tile}")
+    if source.psf is not None:
+        trained = source.psf.voxel_size
+        spatial = _spatial(voxel_size, card.ndim)
+        if spatial is not None and not same_voxel_size(spatial, trained):
+            reporter.info(
+                f"{options.model} was trained for voxels {tuple(trained)} µm but the image has "
+                f"{tuple(spatial)} µm; results may be worse (train a model for this sampling)"
+            )
+    backend = make_backend(source, options.backend, device, options.precision)
+    reporter.info(f"backend: {backend.describe()}")
     images = data if options.stack else data[None]
     result = np.empty(images.shape, dtype=np.float32)
     with reporter.progress(len(images), options.model) as advance:
         for i, item in enumerate(images):
-            lo, hi = percentile_range(item, record.normalization)
-            normalised = (item - lo) / max(hi - lo, 1e-6)
-            result[i] = predict(model, card, normalised, device) * (hi - lo) + lo
+            lo, hi = percentile_range(item, source.normalization)
+            scale = max(hi - lo, 1e-6)
+
+            def normalise(window, lo=lo, scale=scale):
+                return (window - lo) / scale
+
+            if card.tiling == "exact":
+                y = predict_tiled(backend, item, card, core=options.tile,
+                                  batch_size=options.batch_size, transform=normalise)  # fmt: skip
+            else:
+                default = (64, 256, 256)[-card.ndim :]
+                tile = options.tile or tuple(min(s, t) for s, t in zip(item.shape, default))
+                overlap = tuple(max(8, t // 8) for t in tile)
+                y = predict_blended(backend, item, card, tile, overlap, options.blend,
+                                    transform=normalise)  # fmt: skip
+            result[i] = y * scale + lo
             advance(1)
     extra = {
         "deconv.run": options.model_dump(mode="json", exclude={"rl"}),
-        "deconv.psf": record.psf.model_dump(mode="json"),
-        "deconv.model": {"name": options.model, "sha256": record.sha256},
+        "deconv.psf": source.psf.metadata.model_dump(mode="json") if source.psf else None,
+        "deconv.model": {"name": options.model, "origin": source.origin},
     }
     return (result if options.stack else result[0]), extra
 

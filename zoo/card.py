@@ -55,6 +55,12 @@ class ModelCard(BaseModel):
     loss: str
     citation: list[Citation]
     parameters: int | None = Field(None, description="trainable parameters")
+    tiling: Literal["exact", "blend"] = Field(
+        "exact",
+        description="exact: the halo bounds the receptive field, tiles are cropped and equal "
+        "a whole-volume pass; blend: outputs depend on the whole tile (global pooling), tiles "
+        "overlap and are blended",
+    )
 
 
 class TrainingDefaults(BaseModel):

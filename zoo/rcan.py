@@ -100,6 +100,7 @@ def card(name: str, config: RCANConfig) -> ModelCard:
             )
         ],
         parameters=_parameter_count(config),
+        tiling="blend",
     )
 
 
