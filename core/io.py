@@ -49,13 +49,14 @@ def image_format(path: Path) -> Literal["tiff", "ome-tiff", "zarr"]:
     raise DeconvError(f"{path}: unknown image format (use .tif, .tiff, .ome.tif or .zarr)")
 
 
-def read_image(path: str | Path, key: str | None = None) -> Image:
-    """Open an image; TIFFs are read into memory, Zarr arrays stay lazy."""
+def read_image(path: str | Path, key: str | None = None, lazy: bool = False) -> Image:
+    """Open an image; Zarr arrays stay lazy, TIFFs are read into memory unless ``lazy``
+    (then memory-mapped when uncompressed, else read through tifffile's Zarr view)."""
     path = Path(path)
     if not path.exists():
         raise DeconvError(f"{path}: no such file")
     fmt = image_format(path)
-    image = _read_zarr(path, key) if fmt == "zarr" else _read_tiff(path)
+    image = _read_zarr(path, key) if fmt == "zarr" else _read_tiff(path, lazy)
     dtype = np.dtype(image.data.dtype)
     if dtype.type not in INPUT_DTYPES:
         raise DeconvError(f"{path}: pixel type {dtype} is not supported (use uint8/16 or float)")
@@ -64,27 +65,36 @@ def read_image(path: str | Path, key: str | None = None) -> Image:
     return image
 
 
-def _read_tiff(path: Path) -> Image:
+def _read_tiff(path: Path, lazy: bool = False) -> Image:
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            data = series.asarray()
             axes = series.axes
             voxel_size, extra = _tiff_metadata(tif, axes)
+            if lazy:
+                try:
+                    data = tifffile.memmap(path, series=0, mode="r")
+                except ValueError:  # compressed or not contiguous: tiles on demand
+                    import zarr
+
+                    data = zarr.open(series.aszarr(), mode="r")
+            else:
+                data = series.asarray()
     except DeconvError:
         raise
     except Exception as exc:  # tifffile raises many types for damaged files
         raise DeconvError(f"{path}: not a readable TIFF ({exc})") from None
     keep = [i for i, n in enumerate(data.shape) if n > 1 or axes[i] in "YX"]
-    data = data.reshape([data.shape[i] for i in keep])
+    if len(keep) != data.ndim:
+        data = np.asarray(data).reshape([data.shape[i] for i in keep])
     spatial = [a for a in "ZYX" if a in axes and axes.index(a) in keep]
     if voxel_size is not None:
         voxel_size = tuple(voxel_size["ZYX".index(a)] for a in spatial) or None
         if voxel_size is not None and any(v is None for v in voxel_size):
             voxel_size = None
-    return Image(np.asarray(data), voxel_size, extra)
+    return Image(data if lazy else np.asarray(data), voxel_size, extra)
 
 
 def _tiff_metadata(tif, axes: str) -> tuple[list[float | None] | None, dict]:
@@ -297,19 +307,29 @@ def _write_tiff(path: Path, data, voxel_size, extra, ome: bool) -> None:
 
 def _write_zarr(path: Path, data, voxel_size, extra, chunks) -> None:
     """An OME-Zarr 0.4 image (one resolution level "0"), readable by napari and Fiji."""
+    array = create_ome_zarr(path, data.shape, data.dtype, voxel_size, extra, chunks)
+    array[...] = data
+
+
+def create_ome_zarr(path: Path, shape, dtype, voxel_size=None, extra=None, chunks=None):
+    """An empty OME-Zarr 0.4 image (level "0") to fill chunk by chunk; returns the array.
+
+    Streamed outputs (tiles written as they finish) and whole-array writes share this, so
+    both read back the same way (voxel size in the multiscales scale and in attrs).
+    """
     import zarr
 
     group = zarr.open_group(str(path), mode="w", zarr_format=2)
-    chunks = tuple(chunks) if chunks else tuple(min(s, c) for s, c in zip(data.shape, (64,) * 4))
-    array = group.create_array("0", shape=data.shape, dtype=data.dtype, chunks=chunks)
-    array[...] = data
-    names = ["t", "z", "y", "x"][-data.ndim :]
+    ndim = len(shape)
+    chunks = tuple(chunks) if chunks else tuple(min(s, c) for s, c in zip(shape, (64,) * 4))
+    array = group.create_array("0", shape=tuple(shape), dtype=dtype, chunks=chunks)
+    names = ["t", "z", "y", "x"][-ndim:]
     axes = [
         {"name": n, "type": "time" if n == "t" else "space"}
         | ({"unit": "micrometer"} if n != "t" else {})
         for n in names
     ]
-    scale = [1.0] * data.ndim
+    scale = [1.0] * ndim
     if voxel_size:
         scale[-len(voxel_size) :] = list(voxel_size)
     group.attrs["multiscales"] = [
@@ -325,6 +345,7 @@ def _write_zarr(path: Path, data, voxel_size, extra, chunks) -> None:
         group.attrs["voxel_size"] = list(voxel_size)
     if extra:
         group.attrs["deconv"] = extra
+    return array
 
 
 def _replace(tmp: Path, final: Path) -> None:

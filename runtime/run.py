@@ -18,7 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deconv import zoo
 from deconv.errors import DeconvError
-from deconv.io import OutputDType, check_output_path, read_image, to_output_dtype, write_image
+from deconv.io import (
+    OutputDType,
+    check_output_path,
+    image_format,
+    read_image,
+    to_output_dtype,
+    write_image,
+)
 from deconv.psf import load_psf, psf_for_image, same_voxel_size
 from deconv.reporter import SILENT, Reporter
 from deconv.richardson_lucy import RLConfig, check_dimensions
@@ -82,6 +89,9 @@ def deconvolve_file(
     else:
         source = _network_source(options.model)
     check_output_path(output_path, [input_path] + ([psf_path] if psf_path else []))
+    streamed = source is not None and image_format(output_path) == "zarr" and not options.stack
+    if streamed and options.output_dtype == "float32":
+        return _stream_network(input_path, output_path, source, options, reporter)
     image = read_image(input_path, key=options.key)
     data = np.asarray(image.data[...], dtype=np.float32)
     voxel_size = options.voxel_size or image.voxel_size
@@ -129,6 +139,62 @@ def _run_rl(data, voxel_size, psf_path, options: RunOptions, device, reporter):
     return (result if options.stack else result[0]), record
 
 
+def _check_network_input(shape, source, options: RunOptions, voxel_size, reporter) -> None:
+    card = source.card
+    expected = card.ndim + (1 if options.stack else 0)
+    if len(shape) != expected:
+        hint = "; pass --stack for a stack of 2D images" if len(shape) == card.ndim + 1 else ""
+        raise DeconvError(
+            f"{options.model} is a {card.ndim}D model but the input has shape {tuple(shape)}{hint}"
+        )
+    if options.tile is not None and len(options.tile) != card.ndim:
+        raise DeconvError(f"--tile needs {card.ndim} sizes for {options.model}, got {options.tile}")
+    if source.psf is not None:
+        trained = source.psf.voxel_size
+        spatial = _spatial(voxel_size, card.ndim)
+        if spatial is not None and not same_voxel_size(spatial, trained):
+            reporter.info(
+                f"{options.model} was trained for voxels {tuple(trained)} µm but the image has "
+                f"{tuple(spatial)} µm; results may be worse (train a model for this sampling)"
+            )
+
+
+def _stream_network(input_path: Path, output_path: Path, source, options: RunOptions, reporter):
+    """Out-of-core: lazy input, tiles written into an OME-Zarr as they finish, resumable."""
+    from deconv.runtime.backends import make_backend
+    from deconv.runtime.streaming import deconvolve_to_zarr
+
+    image = read_image(input_path, key=options.key, lazy=True)
+    voxel_size = options.voxel_size or image.voxel_size
+    _check_network_input(image.data.shape, source, options, voxel_size, reporter)
+    if source.card.tiling != "exact":
+        raise DeconvError(
+            f"{options.model} pools over whole tiles (tiling=blend), which needs the volume in "
+            "memory: write a .tif output, or use a model with exact tiling for Zarr streaming"
+        )
+    device = resolve_device(options.device)
+    backend = make_backend(source, options.backend, device, options.precision)
+    reporter.info(f"backend: {backend.describe()}")
+    record = _network_record(source, options)
+    extra = {**record, "deconv.source": str(input_path)}
+    signature_options = options.model_dump(mode="json", exclude={"rl", "device", "backend"})
+    info = deconvolve_to_zarr(
+        image.data, input_path, output_path, source, backend, voxel_size, extra,
+        core=options.tile, batch_size=options.batch_size, options=signature_options,
+        reporter=reporter,
+    )  # fmt: skip
+    return {"output": str(output_path), "shape": list(image.data.shape), "uint16_scale": None,
+            "device": str(device), **info}  # fmt: skip
+
+
+def _network_record(source, options: RunOptions) -> dict:
+    return {
+        "deconv.run": options.model_dump(mode="json", exclude={"rl"}),
+        "deconv.psf": source.psf.metadata.model_dump(mode="json") if source.psf else None,
+        "deconv.model": {"name": options.model, "origin": source.origin},
+    }
+
+
 def _network_source(model: str):
     """A pretrained name, run directory or package; bare architecture names are refused."""
     from deconv.exporters.sources import resolve_source
@@ -155,22 +221,7 @@ def _run_network(data, voxel_size, source, options: RunOptions, device, reporter
     from deconv.runtime.tiling import predict_blended, predict_tiled
 
     card = source.card
-    expected = card.ndim + (1 if options.stack else 0)
-    if data.ndim != expected:
-        hint = "; pass --stack for a stack of 2D images" if data.ndim == card.ndim + 1 else ""
-        raise DeconvError(
-            f"{options.model} is a {card.ndim}D model but the input has shape {data.shape}{hint}"
-        )
-    if options.tile is not None and len(options.tile) != card.ndim:
-        raise DeconvError(f"--tile needs {card.ndim} sizes for {options.model}, got {options.tile}")
-    if source.psf is not None:
-        trained = source.psf.voxel_size
-        spatial = _spatial(voxel_size, card.ndim)
-        if spatial is not None and not same_voxel_size(spatial, trained):
-            reporter.info(
-                f"{options.model} was trained for voxels {tuple(trained)} µm but the image has "
-                f"{tuple(spatial)} µm; results may be worse (train a model for this sampling)"
-            )
+    _check_network_input(data.shape, source, options, voxel_size, reporter)
     backend = make_backend(source, options.backend, device, options.precision)
     reporter.info(f"backend: {backend.describe()}")
     images = data if options.stack else data[None]
@@ -194,12 +245,7 @@ def _run_network(data, voxel_size, source, options: RunOptions, device, reporter
                                     transform=normalise)  # fmt: skip
             result[i] = y * scale + lo
             advance(1)
-    extra = {
-        "deconv.run": options.model_dump(mode="json", exclude={"rl"}),
-        "deconv.psf": source.psf.metadata.model_dump(mode="json") if source.psf else None,
-        "deconv.model": {"name": options.model, "origin": source.origin},
-    }
-    return (result if options.stack else result[0]), extra
+    return (result if options.stack else result[0]), _network_record(source, options)
 
 
 def _spatial(voxel_size: Sequence[float] | None, ndim: int) -> tuple[float, ...] | None:

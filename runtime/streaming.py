@@ -1,0 +1,165 @@
+"""Volumes larger than memory: tiles streamed from Zarr / memory-mapped TIFF into OME-Zarr.
+
+Peak memory is one window (core + halo) plus the network's activations, whatever the size
+of the volume: the input is read window by window (Zarr chunks or memory-mapped pages on
+demand), each core is written straight into the output array, whose chunks are the cores,
+so every tile writes whole chunks exactly once (no read-modify-write, no races between
+workers).
+
+Runs are resumable. The output is built under a hidden name (``.NAME.partial``) beside the
+final one, with a journal of finished tiles (``deconv-progress.txt``, one tile index per
+line, flushed and fsync'ed after the tile's chunks are written) and a signature of what is
+being computed (input, model weights, options). Restarting the same command after a crash
+(even ``kill -9``) skips the journalled tiles; any other command starts afresh. Only a
+complete output is renamed to the final name.
+
+Normalisation is global: percentiles of a strided subsample of at most ~16 Mvoxels
+(:func:`global_range`), the same for every tile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deconv.errors import DeconvError
+from deconv.reporter import SILENT, Reporter
+from deconv.runtime.tiling import TileGrid, predict_tiled
+
+JOURNAL = "deconv-progress.txt"
+SUBSAMPLE_VOXELS = 1 << 24
+
+
+def global_range(data, normalization) -> tuple[float, float]:
+    """The card's percentiles over a strided subsample of a (possibly lazy) volume."""
+    from deconv.normalization import percentile_range
+
+    total = math.prod(data.shape)
+    stride = max(1, math.ceil((total / SUBSAMPLE_VOXELS) ** (1 / data.ndim)))
+    sample = np.asarray(data[tuple(slice(None, None, stride) for _ in data.shape)],
+                        dtype=np.float32)  # fmt: skip
+    if not np.all(np.isfinite(sample)):
+        raise DeconvError("the image contains NaN or Inf values")
+    return percentile_range(sample, normalization)
+
+
+def partial_path(output: Path) -> Path:
+    return output.with_name(f".{output.name}.partial")
+
+
+def run_signature(input_path: Path, shape, source: Any, options: dict) -> str:
+    """What a resumed run must share with the interrupted one to reuse its tiles."""
+    from deconv.runtime.backend_onnx import weights_digest
+
+    stat = input_path.stat() if input_path.is_file() else None
+    text = json.dumps(
+        {
+            "input": str(input_path.resolve()),
+            "size": stat.st_size if stat else None,
+            "mtime": stat.st_mtime_ns if stat else None,
+            "shape": list(shape),
+            "weights": weights_digest(source.model),
+            "options": options,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Journal:
+    """Append-only record of finished tiles inside the partial output."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / JOURNAL
+        self.done: set[tuple[int, ...]] = set()
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    self.done.add(tuple(json.loads(line)))
+                except ValueError:  # a torn last line from a crash: that tile reruns
+                    continue
+        self._handle = open(self.path, "a")  # noqa: SIM115 (kept open across tiles; close())
+
+    def add(self, index: tuple[int, ...]) -> None:
+        self._handle.write(json.dumps(list(index)) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self.done.add(index)
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def deconvolve_to_zarr(
+    data,
+    input_path: Path,
+    output: Path,
+    source: Any,
+    backend: Any,
+    voxel_size,
+    extra: dict,
+    core=None,
+    batch_size: int = 1,
+    options: dict | None = None,
+    reporter: Reporter = SILENT,
+) -> dict:
+    """Stream ``data`` (lazy, spatial axes only) through ``backend`` into OME-Zarr ``output``."""
+    import zarr
+
+    from deconv.io import _remove, _replace, create_ome_zarr
+
+    card = source.card
+    grid = TileGrid(data.shape, card, core)
+    lo, hi = global_range(data, source.normalization)
+    scale = max(hi - lo, 1e-6)
+    signature = run_signature(input_path, data.shape, source, options or {})
+    partial = partial_path(output)
+    array = None
+    if partial.exists():
+        try:
+            group = zarr.open_group(str(partial), mode="r+")
+            if group.attrs.get("deconv_signature") == signature:
+                array = group["0"]
+        except Exception:  # unreadable leftovers: start again
+            array = None
+        if array is None:
+            _remove(partial)
+    if array is None:
+        chunks = tuple(min(c, s) for c, s in zip(grid.core, grid.shape))
+        array = create_ome_zarr(partial, grid.shape, np.float32, voxel_size, extra, chunks)
+        zarr.open_group(str(partial), mode="r+").attrs["deconv_signature"] = signature
+    journal = Journal(partial)
+    if journal.done:
+        reporter.info(f"resuming: {len(journal.done)} of {len(grid)} tiles already done")
+
+    def normalise(window: np.ndarray) -> np.ndarray:
+        if not np.all(np.isfinite(window)):
+            raise DeconvError(f"{input_path}: the image contains NaN or Inf values")
+        return (window - lo) / scale
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return backend(batch) * scale + lo
+
+    try:
+        with reporter.progress(len(grid) - len(journal.done), "tiles") as advance:
+
+            def finished(tile) -> None:
+                journal.add(tile.index)
+                advance(1)
+
+            predict_tiled(
+                predict, data, card, core=grid.core, out=array, batch_size=batch_size,
+                transform=normalise, skip=lambda tile: tile.index in journal.done,
+                on_tile=finished,
+            )  # fmt: skip
+    finally:
+        journal.close()
+    (partial / JOURNAL).unlink()
+    _replace(partial, output)
+    return {"tiles": len(grid), "core": list(grid.core), "halo": list(grid.halo)}

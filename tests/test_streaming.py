@@ -1,0 +1,127 @@
+"""Out-of-core runs: Zarr in, OME-Zarr out tile by tile, identical results, kill -9 resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from deconv.io import create_ome_zarr, read_image
+from deconv.psf import generate_psf, save_psf
+from deconv.synth import simulate_pair
+from deconv.training import TrainConfig, train
+from tests.test_cli import call
+
+CLI = [sys.executable, "-c", "from deconv.cli import main; main()"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict[str, Path]:
+    """A briefly trained tiny RLN (run directory) and a 3D sample as Zarr and TIFF."""
+    folder = tmp_path_factory.mktemp("stream")
+    psf = generate_psf(shape=(9, 17, 17))
+    save_psf(psf, folder / "psf.tif")
+    train(TrainConfig(model="rln3d_tiny", psf=str(folder / "psf.tif"), steps=2, val_every=2,
+                      patch=(16, 32, 32), volume_shape=(32, 64, 64), pool_size=1, batch_size=1,
+                      validation_count=1), folder / "run")  # fmt: skip
+    raw = simulate_pair((30, 90, 84), psf.data, seed=5)[0].astype(np.uint16)
+    array = create_ome_zarr(folder / "in.zarr", raw.shape, np.uint16, (0.2, 0.065, 0.065),
+                            None, (16, 32, 32))  # fmt: skip
+    array[...] = raw
+    tifffile.imwrite(folder / "in.tif", raw, imagej=True, resolution=(1 / 0.065, 1 / 0.065),
+                     metadata={"spacing": 0.2, "unit": "um"})  # fmt: skip
+    return {"folder": folder, "run": folder / "run", "zarr": folder / "in.zarr",
+            "tif": folder / "in.tif"}  # fmt: skip
+
+
+def _zarr(path: Path) -> np.ndarray:
+    return zarr.open_group(str(path), mode="r")["0"][...]
+
+
+def test_streamed_zarr_equals_the_in_memory_run(setup, tmp_path, capsys):
+    run = str(setup["run"])
+    code, _, err = call(capsys, "run", str(setup["zarr"]), "-o", str(tmp_path / "s.zarr"),
+                        "--model", run, "--tile", "8,32,32", "-q")  # fmt: skip
+    assert code == 0, err
+    code, _, err = call(capsys, "run", str(setup["tif"]), "-o", str(tmp_path / "m.tif"),
+                        "--model", run, "-q")  # fmt: skip
+    assert code == 0, err
+    streamed, memory = _zarr(tmp_path / "s.zarr"), tifffile.imread(tmp_path / "m.tif")
+    np.testing.assert_allclose(streamed, memory, rtol=0, atol=1e-5 * np.abs(memory).max())
+    image = read_image(tmp_path / "s.zarr")
+    assert image.voxel_size == pytest.approx((0.2, 0.065, 0.065))
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    assert group["0"].chunks == (8, 32, 32)  # one chunk per tile core
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_memory_mapped_tiff_streams_too(setup, tmp_path, capsys):
+    code, _, err = call(capsys, "run", str(setup["tif"]), "-o", str(tmp_path / "t.zarr"),
+                        "--model", str(setup["run"]), "--tile", "16,64,64", "-q")  # fmt: skip
+    assert code == 0, err
+    image = read_image(setup["tif"], lazy=True)
+    assert isinstance(image.data, np.memmap)
+
+
+def test_kill_9_then_rerun_matches_an_uninterrupted_run(setup, tmp_path):
+    args = ["run", str(setup["zarr"]), "--model", str(setup["run"]), "--tile", "4,16,16",
+            "--quiet"]  # fmt: skip
+    subprocess.run([*CLI, *args, "-o", str(tmp_path / "straight.zarr")], check=True, timeout=600)
+    out = tmp_path / "killed.zarr"
+    journal = tmp_path / ".killed.zarr.partial" / "deconv-progress.txt"
+    victim = subprocess.Popen([*CLI, *args, "-o", str(out)])
+    deadline = time.time() + 300
+    while time.time() < deadline and not (
+        journal.exists() and len(journal.read_text().splitlines()) >= 20
+    ):
+        time.sleep(0.02)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    done = len(journal.read_text().splitlines())
+    assert 20 <= done < 8 * 6 * 6 and not out.exists()  # killed midway, nothing final
+    proc = subprocess.run([*CLI, *args[:-1], "-o", str(out)], capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming:" in proc.stderr
+    np.testing.assert_array_equal(_zarr(out), _zarr(tmp_path / "straight.zarr"))
+    assert not journal.parent.exists()
+
+
+def test_a_changed_command_does_not_reuse_tiles(setup, tmp_path, capsys):
+    out = tmp_path / "o.zarr"
+    partial = tmp_path / ".o.zarr.partial"
+    partial.mkdir()
+    (partial / "deconv-progress.txt").write_text("[0, 0, 0]\n")  # leftovers of another run
+    code, _, err = call(capsys, "run", str(setup["zarr"]), "-o", str(out), "--model",
+                        str(setup["run"]), "--tile", "16,64,64")  # fmt: skip
+    assert code == 0 and "resuming" not in err
+    assert not partial.exists()
+
+
+@pytest.mark.parametrize(
+    ("make", "extra", "message"),
+    [
+        (lambda f: zarr.open_group(str(f / "empty.zarr"), mode="w"), [], "arrays none"),
+        (None, ["--key", "nope"], "no array 'nope'"),
+        (None, ["--tile", "8,32"], "--tile needs 3 sizes"),
+    ],
+)
+def test_bad_zarr_input_is_one_line_and_leaves_nothing(setup, tmp_path, capsys, make, extra,
+                                                       message):  # fmt: skip
+    source = setup["zarr"]
+    if make is not None:
+        make(tmp_path)
+        source = tmp_path / "empty.zarr"
+    out = tmp_path / "o.zarr"
+    code, _, err = call(capsys, "run", str(source), "-o", str(out), "--model",
+                        str(setup["run"]), *extra)  # fmt: skip
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.glob(".o.zarr*"))
