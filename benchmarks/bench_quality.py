@@ -6,7 +6,7 @@
 Held-out test data: synthetic samples imaged through the model's own PSF whose structure
 class (ellipsoidal shells / rings) was NOT used in training, from seeds never used in
 training or validation. Classical baselines get every advantage: traditional RL at its
-best iteration count (chosen on the test data itself, up to 300 iterations) and
+best iteration count (chosen on the test data itself, up to 1000 iterations) and
 Wiener-Butterworth RL at its best count (1-40). PSNR/SSIM follow deconv.metrics (GT
 normalised by percentiles, prediction fitted affinely).
 """
@@ -71,7 +71,11 @@ def main() -> None:
     results = {"model": args.model, "test": f"{args.count} x {shape} shells-only, unseen class"}
     results["raw"] = mean_scores(raws, truths)
     results["rl"] = best_over_iterations(
-        raws, truths, psf, RLConfig(background=background), [20, 50, 100, 150, 200, 300]
+        raws,
+        truths,
+        psf,
+        RLConfig(background=background),
+        [20, 50, 100, 200, 300, 400, 600, 800, 1000],
     )
     results["rl_wiener_butterworth"] = best_over_iterations(
         raws, truths, psf, RLConfig(background=background, back_projector="wiener-butterworth"),

@@ -81,6 +81,10 @@ def run_command(
         str | None, typer.Option(help="Networks: tile core 'z,y,x' (default 64,256,256).")
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Networks: tiles per batch.")] = 1,
+    dask: Annotated[
+        str | None,
+        typer.Option(help="Networks into .zarr: local:N workers or tcp://scheduler:8786."),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Deconvolve INPUT with Richardson-Lucy and a PSF, or with a trained network."""
@@ -103,7 +107,7 @@ def run_command(
         "--voxel-size"), psf_voxel_size=parse_numbers(psf_voxel_size, float, "--psf-voxel-size"),
         device=device, output_dtype=output_dtype.value,
         uint16_scale=uint16_scale, key=key, backend=backend, precision=precision,
-        tile=parse_numbers(tile, int, "--tile"), batch_size=batch_size,
+        tile=parse_numbers(tile, int, "--tile"), batch_size=batch_size, dask=dask,
     )  # fmt: skip
     summary = deconvolve_file(input_path, output, psf, options, reporter(quiet))
     typer.echo(f"wrote {summary['output']} ({'x'.join(map(str, summary['shape']))}, "

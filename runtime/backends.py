@@ -5,9 +5,9 @@ imported only when chosen, so a missing optional package (onnxruntime, tensorrt)
 nothing until it is asked for, and then fails with the extra to install.
 
 ``auto``: on a CUDA GPU, TensorRT (fp16) if installed, else ONNX Runtime's CUDA/TensorRT
-providers if installed, else torch with fp16 autocast; on CPUs, torch fp32 (eager torch
-and ONNX Runtime are within a few percent of each other on CPU for these networks, see
-BENCHMARKS.md, and torch needs no export step).
+providers if installed, else torch with fp16 autocast; on CPUs, ONNX Runtime fp32 when
+installed (faster than eager torch on CPUs for these networks, BENCHMARKS.md; the graph is
+exported once and cached), else torch fp32.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def make_backend(
     if backend == "auto":
         if cuda and _has("tensorrt"):
             backend = "tensorrt"
-        elif cuda and _ort_cuda():
+        elif (cuda and _ort_cuda()) or (not cuda and _has("onnxruntime")):
             backend = "onnx"
         else:
             backend = "torch"

@@ -55,6 +55,7 @@ class RunOptions(BaseModel):
     tile: tuple[int, ...] | None = Field(None, description="tile core size; default ~4 Mvoxel")
     batch_size: int = Field(1, ge=1, description="tiles per batch")
     blend: Literal["cosine", "linear"] = "cosine"
+    dask: str | None = Field(None, description="local:N or a scheduler address (Zarr output)")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -90,6 +91,11 @@ def deconvolve_file(
         source = _network_source(options.model)
     check_output_path(output_path, [input_path] + ([psf_path] if psf_path else []))
     streamed = source is not None and image_format(output_path) == "zarr" and not options.stack
+    if options.dask and not (streamed and options.output_dtype == "float32"):
+        raise DeconvError(
+            "--dask runs trained networks into a .zarr output (float32, no --stack); "
+            f"got model {options.model!r} -> {output_path.name}"
+        )
     if streamed and options.output_dtype == "float32":
         return _stream_network(input_path, output_path, source, options, reporter)
     image = read_image(input_path, key=options.key)
@@ -172,11 +178,26 @@ def _stream_network(input_path: Path, output_path: Path, source, options: RunOpt
             f"{options.model} pools over whole tiles (tiling=blend), which needs the volume in "
             "memory: write a .tif output, or use a model with exact tiling for Zarr streaming"
         )
+    record = _network_record(source, options)
+    extra = {**record, "deconv.source": str(input_path)}
+    if options.dask:
+        from deconv.runtime.distributed import connect, deconvolve_on_dask
+
+        client = connect(options.dask, reporter)
+        try:
+            info = deconvolve_on_dask(client, input_path, options.key, image.data, output_path,
+                                      source, options.model, options, voxel_size, extra,
+                                      reporter)  # fmt: skip
+        finally:
+            cluster = getattr(client, "cluster", None)
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        return {"output": str(output_path), "shape": list(image.data.shape),
+                "uint16_scale": None, "device": "dask", **info}  # fmt: skip
     device = resolve_device(options.device)
     backend = make_backend(source, options.backend, device, options.precision)
     reporter.info(f"backend: {backend.describe()}")
-    record = _network_record(source, options)
-    extra = {**record, "deconv.source": str(input_path)}
     signature_options = options.model_dump(mode="json", exclude={"rl", "device", "backend"})
     info = deconvolve_to_zarr(
         image.data, input_path, output_path, source, backend, voxel_size, extra,

@@ -125,3 +125,34 @@ def test_bad_zarr_input_is_one_line_and_leaves_nothing(setup, tmp_path, capsys, 
                         str(setup["run"]), *extra)  # fmt: skip
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not out.exists() and not list(tmp_path.glob(".o.zarr*"))
+
+
+def test_dask_local_cluster_gives_the_single_process_result(setup, tmp_path, capsys):
+    pytest.importorskip("distributed")
+    common = ["--model", str(setup["run"]), "--tile", "8,32,32", "--backend", "torch", "-q"]
+    code, _, err = call(capsys, "run", str(setup["zarr"]), "-o", str(tmp_path / "one.zarr"),
+                        *common)  # fmt: skip
+    assert code == 0, err
+    code, _, err = call(capsys, "run", str(setup["zarr"]), "-o", str(tmp_path / "dask.zarr"),
+                        *common, "--dask", "local:2")  # fmt: skip
+    assert code == 0, err
+    single, spread = _zarr(tmp_path / "one.zarr"), _zarr(tmp_path / "dask.zarr")
+    # workers run one torch thread each: convolutions may sum in another order (~1e-7)
+    np.testing.assert_allclose(spread, single, rtol=0, atol=1e-6 * np.abs(single).max())
+    assert read_image(tmp_path / "dask.zarr").voxel_size == pytest.approx((0.2, 0.065, 0.065))
+
+
+def test_unreachable_dask_scheduler_fails_in_bounded_time(setup, tmp_path, capsys):
+    pytest.importorskip("distributed")
+    start = time.time()
+    code, _, err = call(capsys, "run", str(setup["zarr"]), "-o", str(tmp_path / "o.zarr"),
+                        "--model", str(setup["run"]), "--dask", "tcp://127.0.0.1:9")  # fmt: skip
+    assert code == 2 and "cannot reach the Dask scheduler" in err
+    assert time.time() - start < 60
+    assert not list(tmp_path.iterdir())
+
+
+def test_dask_needs_a_zarr_output(setup, tmp_path, capsys):
+    code, _, err = call(capsys, "run", str(setup["zarr"]), "-o", str(tmp_path / "o.tif"),
+                        "--model", str(setup["run"]), "--dask", "local:1")  # fmt: skip
+    assert code == 2 and "--dask runs trained networks into a .zarr output" in err

@@ -139,3 +139,28 @@ def test_bf16_cpu_backend_is_close_to_fp32():
     fp32 = make_backend(source, "torch", precision="fp32")(x)
     bf16 = make_backend(source, "torch", precision="bf16")(x)
     assert np.abs(bf16 - fp32).max() < 0.05 * np.abs(fp32).max()
+
+
+def test_bench_reports_every_backend_and_the_rl_floor(tmp_path, capsys, psf3d):
+    import json
+
+    from deconv.psf import save_psf
+    from tests.test_cli import call
+
+    save_psf(psf3d, tmp_path / "psf.tif")
+    code, out, err = call(capsys, "bench", "--model", "rl", "--psf", str(tmp_path / "psf.tif"),
+                          "--shape", "16,48,48", "--iterations", "3", "--repeats", "1",
+                          "--json", str(tmp_path / "rl.json"))  # fmt: skip
+    assert code == 0, err
+    (row,) = json.loads((tmp_path / "rl.json").read_text())
+    # an RL iteration is four FFTs plus element-wise work: it cannot beat the floor by much
+    assert row["ratio_to_floor"] > 0.8 and "four-FFT floor" in out
+    args = ["--shape", "8,32,32", "--repeats", "1", "--json", str(tmp_path / "n.json")]
+    code, out, err = call(capsys, "bench", "--model", "rln3d.widefield-synthetic", *args)
+    assert code == 0, err
+    rows = json.loads((tmp_path / "n.json").read_text())
+    assert [r["precision"] for r in rows] == ["fp32", "fp32"]
+    assert rows[0]["backend"].startswith("torch") and rows[1]["backend"].startswith("onnxruntime")
+    assert all(r["mvoxel_per_s"] > 0 for r in rows)
+    code, out, err = call(capsys, "bench", "--model", "rl", "--shape", "8,8,8")
+    assert code == 2 and "needs --psf" in err

@@ -118,6 +118,8 @@ class RLN(nn.Module):
         return out[crop], aux[crop]
 
     def _forward_even(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Intermediates are deleted after their last use: inference memory is then a few
+        # feature maps, not all of them (what bounds the tile size on CPUs and GPUs).
         pool = F.avg_pool3d if self.ndim == 3 else F.avg_pool2d
         width = self.width
         # H1 at half scale
@@ -125,24 +127,35 @@ class RLN(nn.Module):
         a1 = self.fp1_a1(yd)
         a2 = self.fp1_a2(a1)
         f1 = self.fp1_f(torch.cat([a1, a2], 1)) + F.softplus(yd.expand(-1, width, *yd.shape[2:]))
+        del a1, a2
         d1 = self.dv1_bn(_divide(yd, f1.mean(1, keepdim=True)))
+        del f1, yd
         b1 = self.bp1_b1(d1)
         b2 = self.bp1_b2(b1)
         b3 = self.bp1_b3(torch.cat([b2, b1], 1))
+        del b1, b2, d1
         up = F.softplus(self.bp1_up_bn(self.bp1_up(b3)))
+        del b3
         b4 = self.bp1_b4(up)
+        del up
         t2 = _multiply(y, b4.mean(1, keepdim=True))
+        del b4
         e1 = F.softplus(self.e1_bn(t2))
         # H2 at full scale: FP2 and DV2 act on the data, BP2 refines E1
         f2 = self.fp2_a2(self.fp2_a1(y)) + F.softplus(y.expand(-1, width, *y.shape[2:]))
         d2 = self.dv2_bn(_divide(y, f2.mean(1, keepdim=True)))
+        del f2
         g2 = self.bp2_b2(self.bp2_b1(d2)) + 1.0
+        del d2
         e2 = F.softplus(self.e2_bn(_multiply(e1, g2.mean(1, keepdim=True))))
+        del g2
         # H3 merge
         m1 = self.m1(e2)
         m2 = self.m2(torch.cat([m1, e2, e1], 1))
-        out = self.out(torch.cat([m1, m2], 1)).mean(1, keepdim=True)
-        return out, t2
+        del e1, e2
+        out = self.out(torch.cat([m1, m2], 1))
+        del m1, m2
+        return out.mean(1, keepdim=True), t2
 
 
 def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
