@@ -34,8 +34,12 @@ class OutputType(str, Enum):
 
 @app.command("run")
 def run_command(
-    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="TIFF, OME-TIFF or Zarr.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output image (.tif/.zarr).")],
+    input_path: Annotated[
+        str, typer.Argument(metavar="INPUT", help="TIFF, OME-TIFF or Zarr; or a folder or glob.")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Output image (.tif/.zarr), or a folder.")
+    ],
     psf: Annotated[Path | None, typer.Option(help="PSF TIFF (for rl).")] = None,
     model: Annotated[
         str, typer.Option(help="rl, a pretrained name, a run directory or a package (.zip).")
@@ -78,13 +82,19 @@ def run_command(
         str | None, typer.Option(help="Networks: fp32, fp16 or bf16 (default fp16 on GPUs).")
     ] = None,
     tile: Annotated[
-        str | None, typer.Option(help="Networks: tile core 'z,y,x' (default 64,256,256).")
+        str | None, typer.Option(help="Networks: tile core 'z,y,x' (default 96,256,256).")
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Networks: tiles per batch.")] = 1,
     dask: Annotated[
         str | None,
         typer.Option(help="Networks into .zarr: local:N workers or tcp://scheduler:8786."),
     ] = None,
+    output_format: Annotated[
+        str | None, typer.Option(help="Batches: write 'zarr' or 'tif' (default: as the input).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Batches: recompute outputs that already exist.")
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Deconvolve INPUT with Richardson-Lucy and a PSF, or with a trained network."""
@@ -109,6 +119,25 @@ def run_command(
         uint16_scale=uint16_scale, key=key, backend=backend, precision=precision,
         tile=parse_numbers(tile, int, "--tile"), batch_size=batch_size, dask=dask,
     )  # fmt: skip
-    summary = deconvolve_file(input_path, output, psf, options, reporter(quiet))
-    typer.echo(f"wrote {summary['output']} ({'x'.join(map(str, summary['shape']))}, "
-               f"{summary['device']})")  # fmt: skip
+    from deconv.runtime.batch import batch_inputs, batch_output, is_batch
+
+    if not is_batch(input_path):
+        summary = deconvolve_file(Path(input_path), output, psf, options, reporter(quiet))
+        typer.echo(f"wrote {summary['output']} ({'x'.join(map(str, summary['shape']))}, "
+                   f"{summary['device']})")  # fmt: skip
+        return
+    if output_format not in (None, "zarr", "tif"):
+        raise DeconvError(f"--output-format must be zarr or tif, got {output_format!r}")
+    if output.suffix.lower() in (".tif", ".tiff", ".zarr"):
+        raise DeconvError(f"a batch of inputs needs an output folder, not {output}")
+    inputs = batch_inputs(input_path)
+    output.mkdir(parents=True, exist_ok=True)
+    done = skipped = 0
+    for path in inputs:
+        target = batch_output(path, output, f".{output_format}" if output_format else None)
+        if target.exists() and not overwrite:
+            skipped += 1
+            continue
+        deconvolve_file(path, target, psf, options, reporter(quiet))
+        done += 1
+    typer.echo(f"{done} written, {skipped} already done (--overwrite recomputes) in {output}")

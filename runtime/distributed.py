@@ -124,7 +124,10 @@ def deconvolve_on_dask(
     lo, hi = global_range(data, source.normalization)
     scale = max(hi - lo, 1e-6)
     signature_options = options.model_dump(mode="json", exclude={"rl", "device", "backend"})
-    signature = run_signature(input_path, data.shape, source, signature_options)
+    from deconv.runtime.backend_onnx import weights_digest
+
+    signature = run_signature(input_path, data.shape, weights_digest(source.model),
+                              signature_options)  # fmt: skip
     partial = partial_path(output)
     ready = False
     if partial.exists():

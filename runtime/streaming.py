@@ -36,27 +36,31 @@ JOURNAL = "deconv-progress.txt"
 SUBSAMPLE_VOXELS = 1 << 24
 
 
-def global_range(data, normalization) -> tuple[float, float]:
-    """The card's percentiles over a strided subsample of a (possibly lazy) volume."""
-    from deconv.normalization import percentile_range
-
+def subsample(data) -> np.ndarray:
+    """A strided view of at most ~16 Mvoxels of a (possibly lazy) volume, as float32."""
     total = math.prod(data.shape)
     stride = max(1, math.ceil((total / SUBSAMPLE_VOXELS) ** (1 / data.ndim)))
     sample = np.asarray(data[tuple(slice(None, None, stride) for _ in data.shape)],
                         dtype=np.float32)  # fmt: skip
     if not np.all(np.isfinite(sample)):
         raise DeconvError("the image contains NaN or Inf values")
-    return percentile_range(sample, normalization)
+    return sample
+
+
+def global_range(data, normalization) -> tuple[float, float]:
+    """The card's percentiles over a strided subsample of a (possibly lazy) volume."""
+    from deconv.normalization import percentile_range
+
+    return percentile_range(subsample(data), normalization)
 
 
 def partial_path(output: Path) -> Path:
     return output.with_name(f".{output.name}.partial")
 
 
-def run_signature(input_path: Path, shape, source: Any, options: dict) -> str:
-    """What a resumed run must share with the interrupted one to reuse its tiles."""
-    from deconv.runtime.backend_onnx import weights_digest
-
+def run_signature(input_path: Path, shape, identity: str, options: dict) -> str:
+    """What a resumed run must share with the interrupted one to reuse its tiles:
+    the input file, the model (``identity``: weights digest, or PSF + RL settings), options."""
     stat = input_path.stat() if input_path.is_file() else None
     text = json.dumps(
         {
@@ -64,7 +68,7 @@ def run_signature(input_path: Path, shape, source: Any, options: dict) -> str:
             "size": stat.st_size if stat else None,
             "mtime": stat.st_mtime_ns if stat else None,
             "shape": list(shape),
-            "weights": weights_digest(source.model),
+            "model": identity,
             "options": options,
         },
         sort_keys=True,
@@ -100,8 +104,10 @@ def deconvolve_to_zarr(
     data,
     input_path: Path,
     output: Path,
-    source: Any,
+    card: Any,
     backend: Any,
+    normalization: Any,
+    identity: str,
     voxel_size,
     extra: dict,
     core=None,
@@ -109,16 +115,22 @@ def deconvolve_to_zarr(
     options: dict | None = None,
     reporter: Reporter = SILENT,
 ) -> dict:
-    """Stream ``data`` (lazy, spatial axes only) through ``backend`` into OME-Zarr ``output``."""
+    """Stream ``data`` (lazy, spatial axes only) through ``backend`` into OME-Zarr ``output``.
+
+    ``normalization`` (a card's, or None for models on raw counts such as RL) is applied
+    with one global range; ``identity`` names the model in the resume signature.
+    """
     import zarr
 
     from deconv.io import _remove, _replace, create_ome_zarr
 
-    card = source.card
     grid = TileGrid(data.shape, card, core)
-    lo, hi = global_range(data, source.normalization)
-    scale = max(hi - lo, 1e-6)
-    signature = run_signature(input_path, data.shape, source, options or {})
+    if normalization is not None:
+        lo, hi = global_range(data, normalization)
+        scale = max(hi - lo, 1e-6)
+    else:
+        lo, scale = 0.0, 1.0
+    signature = run_signature(input_path, data.shape, identity, options or {})
     partial = partial_path(output)
     array = None
     if partial.exists():
@@ -141,10 +153,11 @@ def deconvolve_to_zarr(
     def normalise(window: np.ndarray) -> np.ndarray:
         if not np.all(np.isfinite(window)):
             raise DeconvError(f"{input_path}: the image contains NaN or Inf values")
-        return (window - lo) / scale
+        return (window - lo) / scale if normalization is not None else window
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        return backend(batch) * scale + lo
+        out = backend(batch)
+        return out * scale + lo if normalization is not None else out
 
     try:
         with reporter.progress(len(grid) - len(journal.done), "tiles") as advance:

@@ -103,6 +103,7 @@ class TileGrid:
         mins = _per_axis(card.min_size, n)
         steps = [max(1, s) for s in _per_axis(card.step, n)]
         self.halo = tuple(_round_up(h, s) for h, s in zip(_per_axis(card.halo, n), steps))
+        self.minimum = tuple(mins)
         self.extended = tuple(allowed_size(s, m, t) for s, m, t in zip(self.shape, mins, steps))
         wanted = core or default_core(n)
         self.core = tuple(
@@ -128,6 +129,9 @@ class TileGrid:
             core_hi = tuple(min(a + c, e) for a, c, e in zip(core_lo, self.core, self.extended))
             lo = tuple(max(0, a - h) for a, h in zip(core_lo, self.halo))
             hi = tuple(min(e, b + h) for b, h, e in zip(core_hi, self.halo, self.extended))
+            # a short last core still gets a window of at least the minimum size (more
+            # context, same alignment since min is a multiple of the step)
+            lo = tuple(min(a, max(0, b - m)) for a, b, m in zip(lo, hi, self.minimum))
             yield Tile(index, lo, hi, core_lo, core_hi)
 
 
@@ -137,9 +141,9 @@ def _per_axis(values: Sequence[int], n: int) -> list[int]:
 
 
 def default_core(ndim: int) -> tuple[int, ...]:
-    """~4 Mvoxel cores (3D: 64x256x256, 2D: 2048x2048): big enough that halos cost little,
-    small enough for a few hundred MB per tile in float32 with activations."""
-    return (64, 256, 256) if ndim == 3 else (2048, 2048)
+    """3D: 96x256x256 (most stacks are not split in z, where a halo costs most; RLN needs
+    ~1.5 GB for such a window on CPUs), 2D: 2048x2048. ``--tile`` trades speed for memory."""
+    return (96, 256, 256) if ndim == 3 else (2048, 2048)
 
 
 def predict_tiled(
@@ -162,14 +166,15 @@ def predict_tiled(
     grid = TileGrid(source.shape, card, core)
     if out is None:
         out = np.zeros(grid.shape, dtype=np.float32)
-    pending: dict[tuple[int, ...], list[Tile]] = {}
 
-    def flush(tiles: list[Tile]) -> None:
+    def load(tiles: list[Tile]) -> np.ndarray:
         windows = []
         for tile in tiles:
             w = read_window(source, tile.window_lo, tile.window_hi)
             windows.append(transform(w) if transform else w)
-        result = predict(np.stack(windows)[:, None])
+        return np.stack(windows)[:, None]
+
+    def store(tiles: list[Tile], result: np.ndarray) -> None:
         for tile, y in zip(tiles, result[:, 0]):
             core = y[tile.core_in_window()]
             keep = tuple(slice(0, min(b, n) - a) for a, b, n in zip(tile.core_lo, tile.core_hi,
@@ -180,18 +185,34 @@ def predict_tiled(
             if on_tile:
                 on_tile(tile)
 
+    # The next batch is read (and decompressed, and normalised) on a helper thread while the
+    # current one runs, so a GPU or the CPU's compute threads do not wait for storage.
+    from concurrent.futures import ThreadPoolExecutor
+
+    groups = list(_batches(grid, batch_size, skip))
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        upcoming = reader.submit(load, groups[0]) if groups else None
+        for i, tiles in enumerate(groups):
+            batch = upcoming.result()
+            upcoming = reader.submit(load, groups[i + 1]) if i + 1 < len(groups) else None
+            store(tiles, predict(batch))
+    return out
+
+
+def _batches(grid: TileGrid, batch_size: int, skip) -> Iterator[list[Tile]]:
+    """Tiles in grid order, grouped by window shape into batches of ``batch_size``."""
+    pending: dict[tuple[int, ...], list[Tile]] = {}
     for tile in grid.tiles():
         if skip and skip(tile):
             continue
         group = pending.setdefault(tile.window_shape, [])
         group.append(tile)
         if len(group) >= batch_size:
-            flush(group)
+            yield group
             pending[tile.window_shape] = []
     for group in pending.values():
         if group:
-            flush(group)
-    return out
+            yield group
 
 
 def predict_blended(
