@@ -1,6 +1,6 @@
 """Is peak memory bounded by the tile, not the volume?
 
-    python benchmarks/bench_out_of_core.py --shape 1024,1024,1024 --tile 32,256,256
+    python benchmarks/bench_out_of_core.py --shape 1024,1024,1024 --tile 32,128,128
 
 Writes a synthetic float32 OME-Zarr input of ``--shape`` (chunk by chunk, never whole in
 memory), then runs ``deconv run INPUT -o OUTPUT.zarr --model MODEL --tile ...`` in a child
@@ -64,7 +64,8 @@ def write_input(path: Path, shape: tuple[int, ...], chunks: tuple[int, ...]) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="1024,1024,1024")
-    parser.add_argument("--tile", default="32,256,256")
+    parser.add_argument("--tile", default="32,128,128")
+    parser.add_argument("--backend", default="auto")
     parser.add_argument("--model", default="rln3d.widefield-synthetic")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/out_of_core.json"))
@@ -76,7 +77,7 @@ def main() -> None:
     source, output = work / "input.zarr", work / "output.zarr"
     if not source.exists():
         print(f"writing {source} ({math.prod(shape) * 4 / 1e9:.2f} GB float32)", flush=True)
-        write_input(source, shape, (64, 256, 256))
+        write_input(source, shape, (32, 128, 128))
     shutil.rmtree(output, ignore_errors=True)
     baseline_cmd = [sys.executable, "-c",
                     "import deconv, torch; from deconv.exporters.sources import resolve_source; "
@@ -84,7 +85,7 @@ def main() -> None:
     baseline, _, _ = peak_rss(baseline_cmd)
     run_cmd = [sys.executable, "-c", "from deconv.cli import main; main()", "run", str(source),
                "-o", str(output), "--model", args.model, "--tile", args.tile, "--backend",
-               "torch", "--quiet"]  # fmt: skip
+               args.backend, "--quiet"]  # fmt: skip
     peak, seconds, code = peak_rss(run_cmd)
     if code != 0:
         raise SystemExit(f"deconv run failed with exit code {code}")
@@ -94,6 +95,7 @@ def main() -> None:
         "shape": list(shape),
         "tile_core": list(tile),
         "model": args.model,
+        "backend": args.backend,
         "input_float32_mb": round(volume_mb, 1),
         "baseline_peak_rss_mb": round(baseline, 1),
         "run_peak_rss_mb": round(peak, 1),

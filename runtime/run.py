@@ -156,6 +156,12 @@ def _check_network_input(shape, source, options: RunOptions, voxel_size, reporte
         raise DeconvError(
             f"{options.model} is a {card.ndim}D model but the input has shape {tuple(shape)}{hint}"
         )
+    spatial_shape = tuple(shape)[-card.ndim :]
+    if any(n < m for n, m in zip(spatial_shape, card.min_size)):
+        reporter.info(
+            f"the input {spatial_shape} is smaller than {options.model}'s minimum size "
+            f"{tuple(card.min_size)}: it is mirror-padded for the network and cropped back"
+        )
     if options.tile is not None and len(options.tile) != card.ndim:
         raise DeconvError(f"--tile needs {card.ndim} sizes for {options.model}, got {options.tile}")
     if source.psf is not None:

@@ -194,3 +194,14 @@ def test_rl_streams_to_zarr_close_to_the_whole_volume_run(setup, tmp_path, capsy
     # the peak (measured ~0.5%), ~0.2% on average
     assert np.abs(tiled - whole).max() < 0.01 * whole.max()
     assert np.abs(tiled - whole).mean() < 5e-3 * whole.mean()
+
+
+def test_input_smaller_than_the_model_minimum_is_padded_with_a_message(setup, tmp_path, capsys):
+    """mrbcr-like minimums are large; RLN's minimum is 4: a 3-plane stack is padded."""
+    tiny = tmp_path / "tiny.tif"
+    tifffile.imwrite(tiny, tifffile.imread(setup["tif"])[:3, :40, :40])
+    code, _, err = call(capsys, "run", str(tiny), "-o", str(tmp_path / "o.tif"), "--model",
+                          str(setup["run"]), "--backend", "torch")  # fmt: skip
+    assert code == 0, err
+    assert "smaller than" in err and "mirror-padded" in err
+    assert tifffile.imread(tmp_path / "o.tif").shape == (3, 40, 40)
