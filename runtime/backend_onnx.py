@@ -62,6 +62,9 @@ class OnnxBackend:
                 )
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # Tiles come in a few shapes; ORT's CPU arena keeps every block it ever allocated
+        # (measured: +0.7 GB on a 4 GB volume), so the CPU provider allocates directly.
+        options.enable_cpu_mem_arena = False
         provider_options = []
         for provider in wanted:
             if provider == "TensorrtExecutionProvider":

@@ -8,6 +8,8 @@ compute.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -32,6 +34,9 @@ class TorchBackend:
         if self.device.type == "cpu" and precision == "fp16":
             raise DeconvError("fp16 needs a CUDA GPU; on CPUs use fp32 or bf16")
         self.precision = precision
+        tensors = [*model.parameters(), *model.buffers()]
+        if tensors and tensors[0].device != self.device:
+            model = copy.deepcopy(model)  # the caller's model stays where it was
         self.model = model.eval().to(self.device)
         self._run = torch.compile(self.model) if compile else self.model
 

@@ -13,7 +13,7 @@ being computed (input, model weights, options). Restarting the same command afte
 (even ``kill -9``) skips the journalled tiles; any other command starts afresh. Only a
 complete output is renamed to the final name.
 
-Normalisation is global: percentiles of a strided subsample of at most ~16 Mvoxels
+Normalisation is global: percentiles of a strided subsample of at most ~4 Mvoxels
 (:func:`global_range`), the same for every tile.
 """
 
@@ -33,11 +33,11 @@ from deconv.reporter import SILENT, Reporter
 from deconv.runtime.tiling import TileGrid, predict_tiled
 
 JOURNAL = "deconv-progress.txt"
-SUBSAMPLE_VOXELS = 1 << 24
+SUBSAMPLE_VOXELS = 1 << 22  # 4 Mvoxels, 16 MB in float32, whatever the volume
 
 
 def subsample(data) -> np.ndarray:
-    """A strided view of at most ~16 Mvoxels of a (possibly lazy) volume, as float32."""
+    """A strided view of at most ~4 Mvoxels of a (possibly lazy) volume, as float32."""
     total = math.prod(data.shape)
     stride = max(1, math.ceil((total / SUBSAMPLE_VOXELS) ** (1 / data.ndim)))
     sample = np.asarray(data[tuple(slice(None, None, stride) for _ in data.shape)],

@@ -58,3 +58,22 @@ def test_training_with_mixed_precision_on_cuda(tmp_path):
     assert np.isfinite(result["psnr"])
     state = RunDirectory(tmp_path / "run").load_checkpoint()
     assert state["step"] == 4 and state["scaler"]  # the gradient scaler was used and saved
+
+
+def test_torch_cuda_backend_through_tiles_matches_cpu():
+    from deconv.exporters.sources import resolve_source
+    from deconv.runtime.backends import make_backend
+    from deconv.runtime.tiling import predict_tiled
+
+    source = resolve_source("rln3d.widefield-synthetic")
+    image = np.random.default_rng(0).random((40, 96, 80), dtype=np.float32)
+    core = (16, 32, 32)
+    cpu = predict_tiled(make_backend(source, "torch", "cpu", "fp32"), image, source.card,
+                        core=core)  # fmt: skip
+    gpu32 = predict_tiled(make_backend(source, "torch", "cuda", "fp32"), image, source.card,
+                          core=core, batch_size=4)  # fmt: skip
+    np.testing.assert_allclose(gpu32, cpu, rtol=1e-3, atol=1e-4)
+    gpu16 = predict_tiled(make_backend(source, "torch", "cuda", "fp16"), image, source.card,
+                          core=core, batch_size=4)  # fmt: skip
+    assert np.abs(gpu16 - cpu).max() < 3e-2 * np.abs(cpu).max()
+    assert next(source.model.parameters()).device.type == "cpu"  # the source was not moved
