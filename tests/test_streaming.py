@@ -199,7 +199,7 @@ def test_rl_streams_to_zarr_close_to_the_whole_volume_run(setup, tmp_path, capsy
 def test_input_smaller_than_the_model_minimum_is_padded_with_a_message(setup, tmp_path, capsys):
     """mrbcr-like minimums are large; RLN's minimum is 4: a 3-plane stack is padded."""
     tiny = tmp_path / "tiny.tif"
-    tifffile.imwrite(tiny, tifffile.imread(setup["tif"])[:3, :40, :40])
+    tifffile.imwrite(tiny, tifffile.imread(setup["tif"])[:3, :40, :40], photometric="minisblack")
     code, _, err = call(capsys, "run", str(tiny), "-o", str(tmp_path / "o.tif"), "--model",
                           str(setup["run"]), "--backend", "torch")  # fmt: skip
     assert code == 0, err
