@@ -49,13 +49,11 @@ class Agreement:
 
 def valid_size(card: ModelCard, target: Sequence[int]) -> tuple[int, ...]:
     """The smallest size >= ``target`` per axis that the model accepts (min + k * step)."""
+    from deconv.runtime.tiling import allowed_size
+
     sizes = []
     for t, lo, step in zip(target, card.min_size, card.step, strict=True):
-        if step == 0:  # fixed size
-            sizes.append(lo)
-            continue
-        t = max(int(t), lo)
-        sizes.append(lo + -(-(t - lo) // step) * step)
+        sizes.append(lo if step == 0 else allowed_size(int(t), lo, step))  # step 0: fixed size
     return tuple(sizes)
 
 

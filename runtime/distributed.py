@@ -107,14 +107,14 @@ def deconvolve_on_dask(
     reporter: Reporter = SILENT,
 ) -> dict:
     """Driver side: plan, submit one task per unfinished tile, journal, rename when done."""
-    import zarr
     from dask.distributed import as_completed
 
-    from deconv.io import _remove, _replace, create_ome_zarr
+    from deconv.io import _replace
     from deconv.runtime.streaming import (
         JOURNAL,
         Journal,
         global_range,
+        open_partial,
         partial_path,
         run_signature,
     )
@@ -129,20 +129,7 @@ def deconvolve_on_dask(
     signature = run_signature(input_path, data.shape, weights_digest(source.model),
                               signature_options)  # fmt: skip
     partial = partial_path(output)
-    ready = False
-    if partial.exists():
-        try:
-            ready = (
-                zarr.open_group(str(partial), mode="r").attrs.get("deconv_signature") == signature
-            )
-        except Exception:
-            ready = False
-        if not ready:
-            _remove(partial)
-    if not ready:
-        chunks = tuple(min(c, s) for c, s in zip(grid.core, grid.shape))
-        create_ome_zarr(partial, grid.shape, np.float32, voxel_size, extra, chunks)
-        zarr.open_group(str(partial), mode="r+").attrs["deconv_signature"] = signature
+    open_partial(partial, grid, signature, voxel_size, extra)
     journal = Journal(partial)
     base = {"model": model, "backend": options.backend,
             "precision": options.precision, "input": str(input_path.resolve()), "key": key,

@@ -100,6 +100,27 @@ class Journal:
         self._handle.close()
 
 
+def open_partial(partial: Path, grid: TileGrid, signature: str, voxel_size, extra: dict):
+    """The partial output's array: reused when its signature matches (a resumed run), else
+    discarded and created afresh with one chunk per tile core."""
+    import zarr
+
+    from deconv.io import _remove, create_ome_zarr
+
+    if partial.exists():
+        try:
+            group = zarr.open_group(str(partial), mode="r+")
+            if group.attrs.get("deconv_signature") == signature:
+                return group["0"]
+        except Exception:  # unreadable leftovers: start again
+            pass
+        _remove(partial)
+    chunks = tuple(min(c, s) for c, s in zip(grid.core, grid.shape))
+    array = create_ome_zarr(partial, grid.shape, np.float32, voxel_size, extra, chunks)
+    zarr.open_group(str(partial), mode="r+").attrs["deconv_signature"] = signature
+    return array
+
+
 def deconvolve_to_zarr(
     data,
     input_path: Path,
@@ -120,9 +141,7 @@ def deconvolve_to_zarr(
     ``normalization`` (a card's, or None for models on raw counts such as RL) is applied
     with one global range; ``identity`` names the model in the resume signature.
     """
-    import zarr
-
-    from deconv.io import _remove, _replace, create_ome_zarr
+    from deconv.io import _replace
 
     grid = TileGrid(data.shape, card, core)
     if normalization is not None:
@@ -132,20 +151,7 @@ def deconvolve_to_zarr(
         lo, scale = 0.0, 1.0
     signature = run_signature(input_path, data.shape, identity, options or {})
     partial = partial_path(output)
-    array = None
-    if partial.exists():
-        try:
-            group = zarr.open_group(str(partial), mode="r+")
-            if group.attrs.get("deconv_signature") == signature:
-                array = group["0"]
-        except Exception:  # unreadable leftovers: start again
-            array = None
-        if array is None:
-            _remove(partial)
-    if array is None:
-        chunks = tuple(min(c, s) for c, s in zip(grid.core, grid.shape))
-        array = create_ome_zarr(partial, grid.shape, np.float32, voxel_size, extra, chunks)
-        zarr.open_group(str(partial), mode="r+").attrs["deconv_signature"] = signature
+    array = open_partial(partial, grid, signature, voxel_size, extra)
     journal = Journal(partial)
     if journal.done:
         reporter.info(f"resuming: {len(journal.done)} of {len(grid)} tiles already done")
