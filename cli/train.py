@@ -42,6 +42,14 @@ def train_command(
         str | None,
         typer.Option(help="Fine-tune: start from a pretrained name or a run directory."),
     ] = None,
+    ema: Annotated[
+        float | None,
+        typer.Option(help="Keep, validate and ship an EMA of the weights (decay, e.g. 0.999)."),
+    ] = None,
+    intensity_scale: Annotated[
+        str | None,
+        typer.Option(help="Scale each patch and its truth by a random factor in 'LO,HI'."),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Train MODEL; checkpoints, metrics and a training curve go to the run directory."""
@@ -55,6 +63,7 @@ def train_command(
     def classes(text: str | None) -> tuple[str, ...] | None:
         return tuple(s.strip() for s in text.split(",")) if text else None
 
+    scale_range = parse_numbers(intensity_scale, float, "--intensity-scale", (2,))
     config = TrainConfig(
         model=model, steps=steps, batch_size=batch_size, patch=parse_numbers(patch, int, "--patch"),
         learning_rate=lr, seed=seed, device=device, val_every=val_every,
@@ -63,6 +72,7 @@ def train_command(
         volume_shape=parse_numbers(volume_shape, int, "--volume-shape"),
         train_structures=classes(train_structures) or STRUCTURE_CLASSES,
         validation_structures=classes(val_structures), init_weights=init_weights,
+        intensity_scale=scale_range or (1.0, 1.0), ema_decay=ema,
     )  # fmt: skip
     run_dir = resume or output
     result = train(config, run_dir, reporter(quiet), resume=resume is not None)

@@ -90,7 +90,7 @@ def from_run(path: Path) -> ModelSource:
     meta = run.read_json("run.json")
     state = run.load_checkpoint("best")
     registry_name = meta["train"]["model"]
-    model = build_registered(registry_name, meta["model_config"], state["model"])
+    model = build_registered(registry_name, meta["model_config"], run.inference_weights("best"))
     psf = None
     if (run.path / "psf.tif").exists():
         psf = load_psf(run.path / "psf.tif")

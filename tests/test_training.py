@@ -207,3 +207,52 @@ def test_init_weights_fine_tunes_from_a_run(tmp_path, psf_file):
 def test_init_weights_errors(tmp_path, psf_file, source, message):
     with pytest.raises(DeconvError, match=message):
         train(config(psf_file, init_weights=source), tmp_path / "run")
+
+
+def test_intensity_scale_scales_raw_and_truth_alike_and_keeps_the_crops():
+    from deconv.training.data import PatchSource
+
+    rng = np.random.default_rng(3)
+    pairs = [(rng.random((20, 24, 24), np.float32) + 0.1,
+              rng.random((20, 24, 24), np.float32) + 0.1) for _ in range(3)]  # fmt: skip
+    plain = PatchSource(pairs, (8, 8, 8)).batch(step=5, size=6, seed=1)
+    scaled = PatchSource(pairs, (8, 8, 8), intensity_scale=(0.25, 4.0)).batch(5, 6, 1)
+    raw_factor = (scaled[0] / plain[0]).flatten(1)
+    gt_factor = (scaled[1] / plain[1]).flatten(1)
+    # one factor per sample (same crop, same flips), shared by raw and truth, inside the range
+    torch.testing.assert_close(raw_factor, raw_factor[:, :1].expand_as(raw_factor))
+    torch.testing.assert_close(gt_factor, raw_factor)
+    factors = raw_factor[:, 0]
+    assert factors.min() >= 0.25 and factors.max() <= 4.0
+    assert factors.max() / factors.min() > 1.5  # it varies between samples
+
+
+def test_intensity_scale_range_is_checked(tmp_path, psf_file, capsys):
+    from deconv.cli import main
+
+    with pytest.raises(ValueError, match="0 < LO <= HI"):
+        config(psf_file, intensity_scale=(2.0, 1.0))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "rln3d_tiny", "-o", str(tmp_path / "r"), "--psf", str(psf_file),
+              "--intensity-scale", "0.5"])  # fmt: skip
+    assert exit_info.value.code != 0
+    assert "--intensity-scale: expected 2 values" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_ema_weights_are_validated_shipped_and_resumed_exactly(tmp_path, psf_file):
+    from deconv.exporters.sources import resolve_source
+
+    train(config(psf_file, ema_decay=0.9), tmp_path / "full")
+    state = RunDirectory(tmp_path / "full").load_checkpoint("last")
+    assert state["ema_averaged"] == 6
+    assert any(not torch.equal(state["ema"][k], state["model"][k]) for k in state["model"])
+    # what a run directory ships is the average, not the last raw weights
+    source = resolve_source(str(tmp_path / "full"))
+    best = RunDirectory(tmp_path / "full").load_checkpoint("best")
+    assert_same_weights(source.model.state_dict(), best["ema"])
+    # an interrupted EMA run resumes to the same average
+    train(config(psf_file, ema_decay=0.9, steps=4), tmp_path / "half")
+    train(config(psf_file, ema_decay=0.9, steps=6), tmp_path / "half", resume=True)
+    resumed = RunDirectory(tmp_path / "half").load_checkpoint("last")
+    assert_same_weights(resumed["ema"], state["ema"])

@@ -77,7 +77,7 @@ def export_pretrained(
     state = run.load_checkpoint(which)
     WEIGHTS_DIR.mkdir(exist_ok=True)
     weights = WEIGHTS_DIR / f"{name}.pt"
-    torch.save(state["model"], weights)
+    torch.save(run.inference_weights(which), weights)
     record = PretrainedRecord(
         name=name,
         base_model=meta["train"]["model"],

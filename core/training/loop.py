@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deconv.errors import DeconvError
 from deconv.metrics import evaluate
@@ -56,9 +56,23 @@ class TrainConfig(BaseModel):
     train_structures: tuple[str, ...] = STRUCTURE_CLASSES
     validation_structures: tuple[str, ...] | None = None
     validation_count: int = Field(2, ge=1)
+    ema_decay: float | None = Field(None, gt=0, lt=1)
+    """Validate, keep and ship an exponential moving average of the weights (and BatchNorm
+    statistics) with this decay per step: small batches make single checkpoints of RLN swing
+    by a dB or more between validations; the average does not."""
+    intensity_scale: tuple[float, float] = (1.0, 1.0)
+    """Random factor range (log-uniform) applied to each training patch and its truth alike:
+    normalised test data are not always as bright as the training data."""
     init_weights: str | None = None
     """Start from these weights instead of random ones (fine-tuning): a pretrained name
     (``rln3d.widefield-synthetic``) or a run directory (its best checkpoint)."""
+
+    @field_validator("intensity_scale")
+    @classmethod
+    def _scale_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError(f"intensity_scale needs 0 < LO <= HI, got {value}")
+        return value
 
 
 def _device(name: str) -> torch.device:
@@ -120,6 +134,13 @@ def train(
     scheduler = torch.optim.lr_scheduler.StepLR(
         optimizer, step_size=settings["decay_every"], gamma=settings["decay_rate"]
     )
+    ema = None
+    if config.ema_decay:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(
+            model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True
+        )
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
@@ -133,6 +154,9 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         if use_amp and "scaler" in state:
             scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            ema.module.load_state_dict(state["ema"])
+            ema.n_averaged.fill_(int(state["ema_averaged"]))
         start, best = int(state["step"]), float(state["best_psnr"])
         run.truncate_metrics(start)
         reporter.info(f"resuming {run.path} at step {start} of {config.steps}")
@@ -169,11 +193,13 @@ def train(
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
             done = step + 1
             bar(1)
             bar.status(f"loss {loss.item():.4f}  PSNR {last_metrics.get('psnr', float('nan')):.2f}")
             if done % config.val_every == 0 or done == config.steps:
-                last_metrics = _validate(model, card, validation, device)
+                last_metrics = _validate(ema.module if ema else model, card, validation, device)
                 record = {
                     "step": done,
                     "loss": float(loss.item()),
@@ -185,10 +211,11 @@ def train(
                 if last_metrics["psnr"] > best:
                     best = last_metrics["psnr"]
                     run.save_checkpoint(
-                        "best", _state(model, optimizer, scheduler, scaler, done, best)
+                        "best", _state(model, optimizer, scheduler, scaler, done, best, ema)
                     )
             if done % config.checkpoint_every == 0 or done == config.steps:
-                run.save_checkpoint("last", _state(model, optimizer, scheduler, scaler, done, best))
+                state = _state(model, optimizer, scheduler, scaler, done, best, ema)
+                run.save_checkpoint("last", state)
     _write_curve(run)
     return {"step": config.steps, "best_psnr": best, **last_metrics}
 
@@ -200,7 +227,7 @@ def _load_initial_weights(model: torch.nn.Module, source: str) -> None:
     if source in list_pretrained():
         state = load_pretrained(source)[0].state_dict()
     elif (Path(source) / "checkpoints").is_dir():
-        state = RunDirectory(source).load_checkpoint("best")["model"]
+        state = RunDirectory(source).inference_weights("best")
     else:
         raise DeconvError(
             f"--init-weights {source!r} is neither a pretrained name "
@@ -217,8 +244,8 @@ def _mse_objective(model, raw, target):
     return torch.nn.functional.mse_loss(model(raw), target)
 
 
-def _state(model, optimizer, scheduler, scaler, step: int, best: float) -> dict[str, Any]:
-    return {
+def _state(model, optimizer, scheduler, scaler, step: int, best: float, ema=None) -> dict:
+    state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -226,6 +253,10 @@ def _state(model, optimizer, scheduler, scaler, step: int, best: float) -> dict[
         "step": step,
         "best_psnr": best,
     }
+    if ema is not None:
+        state["ema"] = ema.module.state_dict()
+        state["ema_averaged"] = int(ema.n_averaged)
+    return state
 
 
 def _data(config: TrainConfig, card, settings, ndim: int):
@@ -240,7 +271,7 @@ def _data(config: TrainConfig, card, settings, ndim: int):
         synth = SynthConfig(structures=config.train_structures)
         source = SyntheticPool(
             psf.data, settings["volume_shape"], settings["patch"], norm, config.seed,
-            config.pool_size, synth,
+            config.pool_size, synth, config.intensity_scale,
         )  # fmt: skip
         validation = synthetic_validation(
             psf.data, settings["volume_shape"], norm, config.seed, config.validation_count,
@@ -262,7 +293,7 @@ def _data(config: TrainConfig, card, settings, ndim: int):
     pairs = load_pairs(train_files, norm)
     if pairs and pairs[0][0].ndim != ndim:
         raise DeconvError(f"model {config.model!r} is {ndim}D but the data are {pairs[0][0].ndim}D")
-    source = PatchSource(pairs, settings["patch"])
+    source = PatchSource(pairs, settings["patch"], config.intensity_scale)
     validation = load_pairs(val_files, norm, normalize_gt=False)
     description = DataDescription(
         kind="paired",

@@ -87,6 +87,11 @@ class RunDirectory:
             for leftover in folder.glob(".*.partial-*"):
                 leftover.unlink(missing_ok=True)
 
+    def inference_weights(self, name: str = "best") -> dict[str, Any]:
+        """The weights to predict with: the averaged (EMA) ones when the run kept them."""
+        state = self.load_checkpoint(name)
+        return state.get("ema") or state["model"]
+
     def load_checkpoint(self, name: str = "last") -> dict[str, Any]:
         path = self.checkpoints / f"{name}.pt"
         if not path.exists():
