@@ -84,13 +84,13 @@ def from_pretrained(name: str) -> ModelSource:
 
 
 def from_run(path: Path) -> ModelSource:
-    from deconv.training.run_dir import RunDirectory
+    from deconv.training.run_dir import RunDirectory, inference_state
 
     run = RunDirectory(path)
     meta = run.read_json("run.json")
     state = run.load_checkpoint("best")
     registry_name = meta["train"]["model"]
-    model = build_registered(registry_name, meta["model_config"], run.inference_weights("best"))
+    model = build_registered(registry_name, meta["model_config"], inference_state(state))
     psf = None
     if (run.path / "psf.tif").exists():
         psf = load_psf(run.path / "psf.tif")

@@ -70,14 +70,14 @@ def export_pretrained(
     """Copy a run's checkpoint into the package as ``name`` (how shipped weights are made)."""
     import json
 
-    from deconv.training.run_dir import RunDirectory
+    from deconv.training.run_dir import RunDirectory, inference_state
 
     run = RunDirectory(run_dir)
     meta = run.read_json("run.json")
     state = run.load_checkpoint(which)
     WEIGHTS_DIR.mkdir(exist_ok=True)
     weights = WEIGHTS_DIR / f"{name}.pt"
-    torch.save(run.inference_weights(which), weights)
+    torch.save(inference_state(state), weights)
     record = PretrainedRecord(
         name=name,
         base_model=meta["train"]["model"],

@@ -88,9 +88,7 @@ class RunDirectory:
                 leftover.unlink(missing_ok=True)
 
     def inference_weights(self, name: str = "best") -> dict[str, Any]:
-        """The weights to predict with: the averaged (EMA) ones when the run kept them."""
-        state = self.load_checkpoint(name)
-        return state.get("ema") or state["model"]
+        return inference_state(self.load_checkpoint(name))
 
     def load_checkpoint(self, name: str = "last") -> dict[str, Any]:
         path = self.checkpoints / f"{name}.pt"
@@ -100,3 +98,8 @@ class RunDirectory:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise DeconvError(f"checkpoint {path} is corrupt: {type(exc).__name__}") from None
+
+
+def inference_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The weights to predict with: the averaged (EMA) ones when the run kept them."""
+    return checkpoint.get("ema") or checkpoint["model"]
