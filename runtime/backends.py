@@ -41,8 +41,10 @@ def make_backend(
     precision: str | None = None,
     compile: bool = False,
     max_window: tuple[int, ...] | None = None,
+    low_memory: bool = False,
 ) -> Any:
-    """A callable backend for ``source`` (a :class:`ModelSource`)."""
+    """A callable backend for ``source`` (a :class:`ModelSource`); ``low_memory`` trades some
+    speed for a lower peak where a backend offers the choice (streamed runs)."""
     if backend not in BACKENDS:
         raise DeconvError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     device = torch.device(device)
@@ -63,7 +65,7 @@ def make_backend(
     if backend == "onnx":
         from deconv.runtime.backend_onnx import OnnxBackend
 
-        return OnnxBackend(source, str(device), precision)
+        return OnnxBackend(source, str(device), precision, low_memory=low_memory)
     if not cuda:
         raise DeconvError("the tensorrt backend needs --device cuda (an NVIDIA GPU)")
     from deconv.runtime.backend_tensorrt import TensorRTBackend

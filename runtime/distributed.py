@@ -64,11 +64,13 @@ def _worker_backend(model: str, backend: str, precision: str | None) -> Any:
     if key not in _MODELS:
         from deconv.exporters.sources import resolve_source
         from deconv.runtime.backends import make_backend
+        from deconv.runtime.host_memory import return_large_blocks_to_system
 
+        return_large_blocks_to_system()  # workers run tile after tile, like a streamed run
         torch.set_num_threads(1)  # one task per worker thread: no oversubscription
         source = resolve_source(model)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        _MODELS[key] = (source, make_backend(source, backend, device, precision))
+        _MODELS[key] = (source, make_backend(source, backend, device, precision, low_memory=True))
     return _MODELS[key]
 
 

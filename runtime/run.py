@@ -205,7 +205,7 @@ def _stream_network(input_path: Path, output_path: Path, source, options: RunOpt
         return {"output": str(output_path), "shape": list(image.data.shape),
                 "uint16_scale": None, "device": "dask", **info}  # fmt: skip
     device = resolve_device(options.device)
-    backend = make_backend(source, options.backend, device, options.precision)
+    backend = make_backend(source, options.backend, device, options.precision, low_memory=True)
     reporter.info(f"backend: {backend.describe()}")
     signature_options = options.model_dump(mode="json", exclude={"rl", "device", "backend"})
     from deconv.runtime.backend_onnx import weights_digest

@@ -4,7 +4,8 @@ Peak memory is one window (core + halo) plus the network's activations, whatever
 of the volume: the input is read window by window (Zarr chunks or memory-mapped pages on
 demand), each core is written straight into the output array, whose chunks are the cores,
 so every tile writes whole chunks exactly once (no read-modify-write, no races between
-workers).
+workers). Freed tile buffers go straight back to the system (:mod:`host_memory`), so the
+peak stays at one tile's worth over thousands of tiles.
 
 Runs are resumable. The output is built under a hidden name (``.NAME.partial``) beside the
 final one, with a journal of finished tiles (``deconv-progress.txt``, one tile index per
@@ -142,7 +143,9 @@ def deconvolve_to_zarr(
     with one global range; ``identity`` names the model in the resume signature.
     """
     from deconv.io import _replace
+    from deconv.runtime.host_memory import return_large_blocks_to_system
 
+    return_large_blocks_to_system()
     grid = TileGrid(data.shape, card, core)
     if normalization is not None:
         lo, hi = global_range(data, normalization)

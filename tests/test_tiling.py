@@ -117,6 +117,12 @@ def test_onnx_backend_matches_torch_backend_through_tiles(tmp_path, monkeypatch)
     np.testing.assert_allclose(onnx_out, torch_out, rtol=1e-4, atol=1e-5)
     assert onnx_backend.describe() == "onnxruntime CPU fp32"
     assert len(list(tmp_path.glob("onnx/*.onnx"))) == 1  # exported once, cached
+    # Streamed runs' low-memory session (no pre-planned activation block) computes the same.
+    lean = make_backend(source, "onnx", low_memory=True)
+    assert not lean.session.get_session_options().enable_mem_pattern
+    assert onnx_backend.session.get_session_options().enable_mem_pattern
+    lean_out = predict_tiled(lean, image, source.card, core=(8, 16, 16))
+    np.testing.assert_allclose(lean_out, onnx_out, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize(

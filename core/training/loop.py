@@ -208,6 +208,7 @@ def train(
                     **last_metrics,
                 }
                 run.append_metrics(record)
+                _write_curve(run)  # current after every validation, also for stopped runs
                 if last_metrics["psnr"] > best:
                     best = last_metrics["psnr"]
                     run.save_checkpoint(
@@ -216,7 +217,6 @@ def train(
             if done % config.checkpoint_every == 0 or done == config.steps:
                 state = _state(model, optimizer, scheduler, scaler, done, best, ema)
                 run.save_checkpoint("last", state)
-    _write_curve(run)
     return {"step": config.steps, "best_psnr": best, **last_metrics}
 
 
