@@ -12,7 +12,17 @@ import sys
 
 from pydantic import ValidationError
 
-from deconv.cli import bench, demo, info, package, psf, run, synth, train  # noqa: F401  (registers the commands)
+from deconv.cli import (  # noqa: F401  (registers the commands)
+    bench,
+    demo,
+    fft_plan,
+    info,
+    package,
+    psf,
+    run,
+    synth,
+    train,
+)
 from deconv.cli.app import app
 from deconv.errors import DeconvError
 

@@ -27,6 +27,13 @@ class Boundary(str, Enum):
     periodic = "periodic"
 
 
+class FFTEngine(str, Enum):
+    auto = "auto"
+    scipy = "scipy"
+    fftw = "fftw"
+    torch = "torch"
+
+
 class OutputType(str, Enum):
     float32 = "float32"
     uint16 = "uint16"
@@ -58,6 +65,10 @@ def run_command(
     acceleration: Annotated[
         bool, typer.Option("--acceleration/--no-acceleration", help="Biggs-Andrews.")
     ] = False,
+    fft: Annotated[
+        FFTEngine,
+        typer.Option(help="RL FFT engine; auto: FFTW if installed and planned, else scipy."),
+    ] = FFTEngine.auto,
     stack: Annotated[
         bool, typer.Option(help="The first axis is a stack of independent images.")
     ] = False,
@@ -113,8 +124,9 @@ def run_command(
             iterations=iterations, back_projector=back_projector.value, alpha=alpha, beta=beta,
             order=order, boundary=boundary.value, acceleration=acceleration,
         ),
-        background=background, stack=stack, voxel_size=parse_numbers(voxel_size, float,
-        "--voxel-size"), psf_voxel_size=parse_numbers(psf_voxel_size, float, "--psf-voxel-size"),
+        fft=fft.value, background=background, stack=stack,
+        voxel_size=parse_numbers(voxel_size, float, "--voxel-size"),
+        psf_voxel_size=parse_numbers(psf_voxel_size, float, "--psf-voxel-size"),
         device=device, output_dtype=output_dtype.value,
         uint16_scale=uint16_scale, key=key, backend=backend, precision=precision,
         tile=parse_numbers(tile, int, "--tile"), batch_size=batch_size, dask=dask,

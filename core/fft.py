@@ -1,9 +1,10 @@
 """Real FFTs on torch tensors, with the fastest engine for each device, and kernel placement.
 
 On CUDA, torch.fft (cuFFT) is the only sensible choice. On CPU, torch's MKL-backed real FFT
-measured ~2x slower than scipy's pocketfft with ``workers=2`` on our 2-core machines
-(80x256x256 float32: 26 ms vs 12 ms per rfftn), and an RL iteration is four FFTs, so the CPU
-path runs scipy.fft on zero-copy numpy views of the torch tensors. Both engines produce the
+measured ~12% slower than scipy's pocketfft with ``workers=2`` on our 2-core machines
+(80x256x256 float32, two forward and two inverse: 52.5 ms vs 46.3 ms), so these helpers run
+scipy.fft on zero-copy numpy views of the torch tensors. RL's own transforms, FFTW
+included, live in :mod:`deconv.rl_transforms`. Both engines produce the
 same half-spectrum layout, so the rest of the code never needs to know which one ran.
 """
 
@@ -26,16 +27,17 @@ FFT_WORKERS = max(1, torch.get_num_threads())
 
 
 @contextmanager
-def fft_friendly_threads(device: torch.device) -> Iterator[None]:
+def fft_friendly_threads(device: torch.device, engine: str = "scipy") -> Iterator[None]:
     """Element-wise torch passes on one thread while scipy FFTs run, if OpenMP may spin.
 
     With torch imported before deconv and no OMP_WAIT_POLICY, torch's idle OpenMP workers
     busy-wait between passes and slow scipy's FFT threads down (~1.6x per RL iteration on
-    2 cores); one torch thread then costs less than the contention (~1.1x).
+    2 cores); one torch thread then costs less than the contention (~1.1x). FFTW's threads
+    are OpenMP threads too and follow torch's thread count, so they are left alone.
     """
     import deconv
 
-    if device.type != "cpu" or not deconv.OPENMP_MAY_SPIN:
+    if device.type != "cpu" or engine != "scipy" or not deconv.OPENMP_MAY_SPIN:
         yield
         return
     before = torch.get_num_threads()
@@ -104,28 +106,6 @@ def irfftn(spectrum: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
         out = scipy.fft.irfftn(arr, s=tuple(shape), axes=dims, workers=FFT_WORKERS)
         return torch.from_numpy(out)
     return torch.fft.irfftn(spectrum, s=tuple(shape), dim=dims)
-
-
-def irfftn_cropped(
-    spectrum: torch.Tensor, shape: Sequence[int], out_shape: Sequence[int]
-) -> torch.Tensor:
-    """The first ``out_shape`` samples of the inverse of :func:`rfftn` (a pruned transform).
-
-    When only a corner of the result is needed (RL needs the blurred estimate only where
-    there is data), the inverse along each axis but the first runs on fewer lines, and the
-    real inverse along the last axis only on the rows that are kept: about 2/3 of the work.
-    Shift the wanted region to the corner by multiplying the spectrum with a phase ramp.
-    """
-    nd = len(shape)
-    lead = tuple(range(-nd, -1))
-    keep = (..., *[slice(0, n) for n in out_shape[:-1]], slice(None))
-    if spectrum.device.type == "cpu":
-        arr = spectrum.detach().numpy()
-        part = scipy.fft.ifftn(arr, axes=lead, workers=FFT_WORKERS)[keep]
-        out = scipy.fft.irfft(part, n=shape[-1], axis=-1, workers=FFT_WORKERS)
-        return torch.from_numpy(out[..., : out_shape[-1]])
-    part = torch.fft.ifftn(spectrum, dim=lead)[keep]
-    return torch.fft.irfft(part, n=shape[-1], dim=-1)[..., : out_shape[-1]]
 
 
 def shift_phase(shape: Sequence[int], shift: Sequence[int]) -> np.ndarray:

@@ -25,8 +25,9 @@ Biggs-Andrews acceleration (vector extrapolation, Biggs & Andrews 1997) is optio
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -50,14 +51,12 @@ from deconv.errors import DeconvError
 from deconv.fft import (
     FFT_WORKERS,
     fft_friendly_threads,
-    irfftn,
-    irfftn_cropped,
     next_smooth_size,
-    rfftn,
     shift_phase,
     transfer_function,
     tune_allocator,
 )
+from deconv.rl_transforms import Engine, PlanningEffort, RLTransforms, make_transforms
 
 Boundary = Literal["noncirculant", "reflect", "zero", "periodic"]
 # Voxels of the grown estimate that receive less than this fraction of a full back
@@ -96,29 +95,46 @@ class RLConfig(BaseModel):
 
 @dataclass
 class _Plan:
-    """Padded geometry and transfer functions for one spatial shape."""
+    """Padded geometry, transfer functions and FFT engines for one spatial shape."""
 
     padded: tuple[int, ...]
     valid: tuple[slice, ...]
-    psf_tf: torch.Tensor  # for pruned plans with a phase ramp: valid region -> grid corner
+    # pruned plans keep the data in the grid's corner: the PSF's transfer function moves the
+    # valid region there, the back projector's moves it back
+    psf_tf: torch.Tensor
     bp_tf: torch.Tensor
     weight: torch.Tensor | None  # 1 / B(mask) where updated (noncirculant only)
     frozen: torch.Tensor | None  # 1 where the estimate is kept, not updated
     support: torch.Tensor | None  # 1 where the estimate lives
     pruned: bool  # data only in the valid region: the blur is needed there only
+    transforms: dict[tuple[str, int], RLTransforms] = field(default_factory=dict)
+    _scaled: dict[float, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(s.stop - s.start for s in self.valid)
+
+    def transfer_functions(self, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(PSF, back projector) transfer functions carrying an engine's normalisation."""
+        if scale == 1.0:
+            return self.psf_tf, self.bp_tf
+        if scale not in self._scaled:
+            self._scaled[scale] = (self.psf_tf * scale, self.bp_tf * scale)
+        return self._scaled[scale]
 
 
 class RichardsonLucy:
     """RL for one PSF and configuration; transfer functions are cached per image shape."""
 
     def __init__(
-        self, psf: np.ndarray, config: RLConfig | None = None, device: str | torch.device = "cpu"
+        self,
+        psf: np.ndarray,
+        config: RLConfig | None = None,
+        device: str | torch.device = "cpu",
+        fft: Engine = "auto",
     ) -> None:
         self.config = config or RLConfig()
+        self.fft = fft
         self.psf = np.asarray(psf, dtype=np.float32)
         self.back_projector = back_projector(self.psf, self.config.back_projector_config())
         self.device = torch.device(device)
@@ -153,7 +169,8 @@ class RichardsonLucy:
         if self.config.boundary == "noncirculant":
             weight, frozen, support = self._normalisation(padded, valid, psf_tf, bp_tf)
         if pruned:
-            psf_tf = psf_tf * shift_phase(padded, lo)
+            ramp = shift_phase(padded, lo)
+            psf_tf, bp_tf = psf_tf * ramp, bp_tf * np.conj(ramp)
         psf_tf, bp_tf = self._tensor(psf_tf), self._tensor(bp_tf)
         return _Plan(padded, valid, psf_tf, bp_tf, weight, frozen, support, pruned)
 
@@ -204,16 +221,52 @@ class RichardsonLucy:
         batch_shape, spatial = y.shape[:-ndim], tuple(y.shape[-ndim:])
         y = y.reshape((-1, *spatial))
         plan = self.plan(spatial)
+        n_iter = iterations or self.config.iterations
+        transforms = self._transforms(plan, y.shape[0], n_iter)
         data, x = self._start(y, plan)
         # per image: one bright image in a batch must not change how a dim one is treated
         peak = y.flatten(1).amax(1).reshape((-1,) + (1,) * ndim)
         floor = (self.config.floor * peak).clamp_min(1e-12)
-        with fft_friendly_threads(self.device):
-            x = self._iterate(x, data, plan, floor, iterations or self.config.iterations, callback)
+        with fft_friendly_threads(self.device, transforms.name), transforms.exclusive():
+            x = self._iterate(x, data, plan, transforms, floor, n_iter, callback)
         out = x[(slice(None), *plan.valid)]
         return out.reshape((*batch_shape, *spatial))
 
-    def _iterate(self, x, data, plan: _Plan, floor, iterations: int, callback) -> torch.Tensor:
+    def _transforms(self, plan: _Plan, batch: int, iterations: int) -> RLTransforms:
+        """This shape's FFT engine for ``batch`` images, made once (``auto``: see
+        :mod:`deconv.rl_transforms`; FFTW once made is kept, as it is the fastest)."""
+        cache = plan.transforms
+        if self.fft == "auto" and ("fftw", batch) in cache:
+            return cache[("fftw", batch)]
+        if self.fft != "auto" and (self.fft, batch) in cache:
+            return cache[(self.fft, batch)]
+        corner = plan.shape if plan.pruned else plan.padded
+        made = make_transforms(self.fft, self.device, batch, plan.padded, corner, iterations)
+        return cache.setdefault((made.name, batch), made)
+
+    def measure_fft_plans(
+        self, shape: Sequence[int], batch: int = 1, effort: PlanningEffort = "measure"
+    ) -> float:
+        """Measure FFTW plans for images of ``shape`` now; returns the seconds it took.
+
+        The wisdom is cached on disk, so later runs on this grid (in any process) get FFTW
+        without measuring. ``patient`` searches far longer (minutes on an 80x256x256 grid)
+        for plans ~15% faster: worth it before deconvolving many volumes of one shape.
+        """
+        from deconv.fftw_transforms import FFTWTransforms
+
+        if self.device.type != "cpu":
+            raise DeconvError(f"FFTW plans are for CPU runs; this model runs on {self.device}")
+        plan = self.plan(shape)
+        corner = plan.shape if plan.pruned else plan.padded
+        start = time.perf_counter()
+        made = FFTWTransforms(batch, plan.padded, corner, effort=f"FFTW_{effort.upper()}")
+        plan.transforms[("fftw", batch)] = made
+        return time.perf_counter() - start
+
+    def _iterate(
+        self, x, data, plan: _Plan, transforms: RLTransforms, floor, iterations: int, callback
+    ) -> torch.Tensor:
         ndim = len(plan.padded)
         bg = self.config.background
         accelerate = self.config.acceleration
@@ -222,7 +275,7 @@ class RichardsonLucy:
             start = x
             if accelerate and g2 is not None:
                 start = _extrapolate(x, x_prev, g1, g2, ndim)
-            new = self._step(start, data, plan, floor, bg)
+            new = self._step(start, data, plan, transforms, floor, bg)
             if accelerate:
                 g2, g1 = g1, new - start
                 x_prev = x
@@ -234,8 +287,8 @@ class RichardsonLucy:
     def _start(self, y: torch.Tensor, plan: _Plan) -> tuple[torch.Tensor, torch.Tensor]:
         """The data as the iteration wants it, and the starting estimate.
 
-        For pruned plans the data stays compact, and a zero-filled grid receives each
-        ratio in its valid region (the zeros outside never change).
+        For pruned plans the data stays compact: the FFT engine treats everything outside
+        the valid region as zero.
         """
         batch = y.shape[0]
         full = (batch, *plan.padded)
@@ -249,7 +302,6 @@ class RichardsonLucy:
             data = y.contiguous()
         else:
             data = y.contiguous()
-            self._ratio = torch.zeros(full, dtype=torch.float32, device=self.device)
         bg = self.config.background
         if self.config.init is not None:
             level = torch.full((batch,), float(self.config.init), device=self.device)
@@ -265,26 +317,24 @@ class RichardsonLucy:
             x = plan.support * level
         return data, x
 
-    def _step(self, x, data, plan: _Plan, floor: torch.Tensor, bg: float) -> torch.Tensor:
-        """One iteration: four real FFTs (one pruned) and in-place element-wise passes."""
-        ndim = len(plan.padded)
-        spectrum = rfftn(x, ndim)
-        spectrum.mul_(plan.psf_tf)
-        if plan.pruned:
-            blurred = irfftn_cropped(spectrum, plan.padded, plan.shape)
-        else:
-            blurred = irfftn(spectrum, plan.padded)
+    def _step(
+        self, x, data, plan: _Plan, t: RLTransforms, floor: torch.Tensor, bg: float
+    ) -> torch.Tensor:
+        """One iteration: four real FFTs (two pruned) and in-place element-wise passes."""
+        psf_tf, bp_tf = plan.transfer_functions(t.scale)
+        spectrum = t.forward(x)
+        spectrum.mul_(psf_tf)
+        blurred = t.inverse_corner(spectrum) if plan.pruned else t.inverse(spectrum)
         if bg:
             blurred.add_(bg)
         torch.maximum(blurred, floor, out=blurred)
         if plan.pruned:
-            ratio = self._ratio
-            torch.div(data, blurred, out=ratio[(slice(None), *plan.valid)])
+            torch.div(data, blurred, out=t.corner_input())
+            spectrum = t.forward_corner()
         else:
-            ratio = torch.div(data, blurred, out=blurred)
-        spectrum = rfftn(ratio, ndim)
-        spectrum.mul_(plan.bp_tf)
-        correction = irfftn(spectrum, plan.padded)
+            spectrum = t.forward(torch.div(data, blurred, out=blurred))
+        spectrum.mul_(bp_tf)
+        correction = t.inverse(spectrum)
         if plan.weight is not None:
             correction.mul_(plan.weight)
         if plan.frozen is not None:

@@ -29,6 +29,7 @@ from deconv.io import (
 from deconv.psf import load_psf, psf_for_image, same_voxel_size
 from deconv.reporter import SILENT, Reporter
 from deconv.richardson_lucy import RLConfig, check_dimensions
+from deconv.rl_transforms import Engine
 
 # "auto" background: this low percentile of the image. Camera offsets dominate the darkest
 # voxels of fluorescence images; a percentile is robust to hot and dead pixels.
@@ -42,6 +43,7 @@ class RunOptions(BaseModel):
 
     model: str = "rl"
     rl: RLConfig = Field(default_factory=RLConfig)
+    fft: Engine = Field("auto", description="RL's FFT engine: auto, scipy, fftw or torch")
     background: float | Literal["auto"] = 0.0
     stack: bool = False
     voxel_size: tuple[float, ...] | None = None
@@ -135,7 +137,7 @@ def _run_rl(data, voxel_size, psf_path, options: RunOptions, device, reporter):
         background = float(np.percentile(data, AUTO_BACKGROUND_PERCENTILE))
         reporter.info(f"background (auto, {AUTO_BACKGROUND_PERCENTILE} percentile): {background:g}")
     config = options.rl.model_copy(update={"background": float(background)})
-    model = zoo.create_model("rl", psf=psf.data, config=config, device=device)
+    model = zoo.create_model("rl", psf=psf.data, config=config, device=device, fft=options.fft)
     images = data if options.stack else data[None]
     result = np.empty(images.shape, dtype=np.float32)
     with reporter.progress(config.iterations * len(images), "Richardson-Lucy") as advance:
@@ -247,7 +249,7 @@ def _stream_rl(input_path: Path, output_path: Path, psf_path, options: RunOption
         level = float(np.mean(subsample(image.data))) - float(background)
         config = config.model_copy(update={"init": max(level, 1e-6)})
     device = resolve_device(options.device)
-    model = zoo.create_model("rl", psf=psf.data, config=config, device=device)
+    model = zoo.create_model("rl", psf=psf.data, config=config, device=device, fft=options.fft)
     ndim = psf.ndim
     card = ModelCard(
         name="rl", architecture="rl", description="tiled Richardson-Lucy", ndim=ndim,

@@ -23,3 +23,11 @@ def psf2d() -> PSF:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_fftw_wisdom(tmp_path_factory):
+    """FFTW plans measured by tests go to a temporary cache, never the user's."""
+    import os
+
+    os.environ.setdefault("DECONV_CACHE_DIR", str(tmp_path_factory.mktemp("deconv-cache")))

@@ -11,7 +11,6 @@ from scipy.signal import fftconvolve
 from deconv.fft import (
     fft_convolve,
     irfftn,
-    irfftn_cropped,
     kernel_to_origin,
     next_smooth_size,
     rfftn,
@@ -89,24 +88,6 @@ def test_fft_convolve_matches_scipy_same_mode(rng, image_shape, kernel_shape):
     expected = fftconvolve(image, kernel, mode="same")
     assert out.shape == image.shape
     np.testing.assert_allclose(out, expected, atol=1e-10 * np.abs(expected).max())
-
-
-@pytest.mark.parametrize(
-    ("shape", "out_shape"),
-    [
-        ((16, 21), (7, 9)),
-        ((15, 20), (15, 20)),
-        ((12, 18, 25), (5, 11, 13)),
-        ((9, 10, 11), (9, 1, 4)),
-    ],
-)
-def test_irfftn_cropped_equals_corner_of_full_inverse(rng, shape, out_shape):
-    x = rng.normal(size=(2, *shape)).astype(np.float32)  # with a batch axis
-    spectrum = torch.from_numpy(np.fft.rfftn(x, axes=tuple(range(1, x.ndim))).astype(np.complex64))
-    out = irfftn_cropped(spectrum, shape, out_shape).numpy()
-    corner = x[(slice(None), *[slice(0, n) for n in out_shape])]
-    assert out.shape == corner.shape
-    np.testing.assert_allclose(out, corner, atol=1e-5 * np.abs(x).max())
 
 
 def test_rfftn_irfftn_agree_with_numpy(rng):

@@ -6,14 +6,18 @@ import numpy as np
 import torch
 
 from deconv.richardson_lucy import RichardsonLucy, RLConfig
+from deconv.rl_transforms import Engine
 from deconv.zoo.card import Citation, ModelCard, Normalization
 from deconv.zoo.registry import ModelSpec
 
 
 def build_rl(
-    psf: np.ndarray, config: RLConfig | None = None, device: str | torch.device = "cpu"
+    psf: np.ndarray,
+    config: RLConfig | None = None,
+    device: str | torch.device = "cpu",
+    fft: Engine = "auto",
 ) -> RichardsonLucy:
-    return RichardsonLucy(psf, config or RLConfig(), device)
+    return RichardsonLucy(psf, config or RLConfig(), device, fft=fft)
 
 
 def rl_card(name: str) -> ModelCard:
