@@ -45,7 +45,7 @@ def bench_command(
         typer.echo(f"rl {back_projector} on {r['device']}, {'x'.join(map(str, size))} "
                    f"(padded {'x'.join(map(str, r['padded']))}): {r['ms_per_iteration']:.1f} "
                    f"ms/iteration = {r['ratio_to_floor']:.2f}x the four-FFT floor "
-                   f"({r['four_fft_floor_ms']:.1f} ms)")  # fmt: skip
+                   f"({r['four_fft_floor_ms']:.1f} ms, {r['fft_engine']} FFTs)")  # fmt: skip
     else:
         from deconv.exporters.sources import resolve_source
 

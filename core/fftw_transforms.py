@@ -109,11 +109,11 @@ class FFTWTransforms(RLTransforms):
         b, nd = batch, self.ndim
         spatial = tuple(range(1, nd + 1))
         start = time.perf_counter()
-        self._x = _empty((b, *self.grid), torch.float32)
+        real = _empty((b, *self.grid), torch.float32)  # planned on; runs bring their own arrays
         self._s = _empty((b, *half), torch.complex64)
         self._spectrum = torch.from_numpy(self._s)
-        self._forward = self._plan(self._x, self._s, spatial, "FFTW_FORWARD")
-        self._inverse = self._plan(self._s, self._x, spatial, "FFTW_BACKWARD", destroy=True)
+        self._forward = self._plan(real, self._s, spatial, "FFTW_FORWARD")
+        self._inverse = self._plan(self._s, real, spatial, "FFTW_BACKWARD", destroy=True)
         self._pruned = self.corner != self.grid
         if self._pruned:
             self._plan_corner_transforms(half)
@@ -151,12 +151,12 @@ class FFTWTransforms(RLTransforms):
         self._ratio = _empty((b, *c[:-1], self.grid[-1]), torch.float32)
         margins = [_empty((b, *c[:axis], *half[axis:]), torch.complex64) for axis in range(nd - 1)]
         self._forward_steps = []
-        targets = [*margins, s]  # margins[axis] receives the transform along axis + 1
-        for axis in reversed(range(nd)):
+        for axis in reversed(range(nd)):  # margins[axis - 1] receives the transform along axis
             source = self._ratio if axis == nd - 1 else margins[axis]
-            target = targets[axis - 1] if axis > 0 else s
-            if axis > 0:
-                target = target[(slice(None), *[slice(0, n) for n in c[:axis]])]
+            if axis == 0:
+                target = s
+            else:
+                target = margins[axis - 1][(slice(None), *[slice(0, n) for n in c[:axis]])]
             self._forward_steps.append(self._plan(source, target, (axis + 1,), "FFTW_FORWARD"))
         for buffer in (self._ratio, *margins):  # measuring scribbled on them
             buffer.fill(0)
@@ -168,9 +168,10 @@ class FFTWTransforms(RLTransforms):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = x.detach().numpy()
-        if a is not self._x and not self._aligned(self._forward, a):
-            np.copyto(self._x, a)
-            a = self._x
+        if not self._aligned(self._forward, a):  # e.g. a view: copy into aligned memory
+            aligned = _empty(a.shape, torch.float32)
+            np.copyto(aligned, a)
+            a = aligned
         self._forward.update_arrays(a, self._s)
         self._forward.execute()
         return self._spectrum

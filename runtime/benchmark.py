@@ -33,16 +33,18 @@ def median_time(fn: Callable[[], Any], repeats: int, sync: bool = False) -> floa
     return statistics.median(timed() for _ in range(max(1, repeats)))
 
 
-def four_fft_seconds(shape: Sequence[int], device: torch.device, repeats: int = 5) -> float:
-    """The FFT floor of one RL iteration at ``shape`` with deconv's own FFT routines."""
-    from deconv.fft import irfftn, rfftn
+def four_fft_seconds(
+    shape: Sequence[int], device: torch.device, repeats: int = 5, engine: str = "scipy"
+) -> float:
+    """The FFT floor of one RL iteration at ``shape``: four full real FFTs on ``engine``."""
+    from deconv.rl_transforms import make_transforms
 
-    x = torch.rand(tuple(shape), device=device)
-    ndim = len(shape)
+    x = torch.rand((1, *shape), device=device)
+    t = make_transforms(engine, device, 1, shape, shape)
 
     def run() -> None:
-        a = irfftn(rfftn(x, ndim), tuple(shape))
-        irfftn(rfftn(a, ndim), tuple(shape))
+        a = t.inverse(t.forward(x))
+        t.inverse(t.forward(a))
 
     return median_time(run, repeats, sync=device.type == "cuda")
 
@@ -66,11 +68,14 @@ def bench_rl(
     data = torch.as_tensor(raw, device=device)
     seconds = median_time(lambda: model(data, iterations=iterations), repeats,
                           sync=device.type == "cuda")  # fmt: skip
-    padded = model.plan(shape).padded
-    floor = four_fft_seconds(padded, device, repeats=max(3, repeats))
+    plan = model.plan(shape)
+    padded = plan.padded
+    engine = next(iter(plan.transforms))[0]  # the FFT engine the run used (auto chooses)
+    floor = four_fft_seconds(padded, device, repeats=max(3, repeats), engine=engine)
     per_iteration = seconds / iterations
     return {
         "model": "rl", "back_projector": back_projector, "device": describe_device(device),
+        "fft_engine": engine,
         "shape": list(shape), "padded": list(padded), "iterations": iterations,
         "ms_per_iteration": 1e3 * per_iteration, "four_fft_floor_ms": 1e3 * floor,
         "ratio_to_floor": per_iteration / floor,

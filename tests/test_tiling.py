@@ -161,6 +161,7 @@ def test_bench_reports_every_backend_and_the_rl_floor(tmp_path, capsys, psf3d):
     (row,) = json.loads((tmp_path / "rl.json").read_text())
     # an RL iteration is four FFTs plus element-wise work: it cannot beat the floor by much
     assert row["ratio_to_floor"] > 0.8 and "four-FFT floor" in out
+    assert row["fft_engine"] in ("scipy", "fftw") and f"{row['fft_engine']} FFTs" in out
     args = ["--shape", "8,32,32", "--repeats", "1", "--json", str(tmp_path / "n.json")]
     code, out, err = call(capsys, "bench", "--model", "rln3d.widefield-synthetic", *args)
     assert code == 0, err
