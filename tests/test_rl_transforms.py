@@ -253,3 +253,18 @@ def test_one_model_used_from_threads_gives_each_its_own_answer(rng, psf2d, engin
         together = list(pool.map(lambda im: model(im).numpy(), images))
     for a, b in zip(alone, together, strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6 * a.max())
+
+
+@needs_fftw
+@pytest.mark.parametrize("content", ["not json", '{"wisdom": ["@@not base64@@"]}', '{"x": 1}'])
+def test_corrupt_wisdom_cache_is_measured_over(tmp_path, monkeypatch, content):
+    import deconv.fftw_transforms as fftw
+
+    monkeypatch.setenv("DECONV_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(fftw, "_loaded_wisdom_from", None)
+    fftw.wisdom_path().write_text(content)
+    t = _engine("fftw", 1, (14, 10), (7, 5))
+    x = torch.rand(1, 14, 10)
+    np.testing.assert_allclose((t.inverse(t.forward(x).clone()) * t.scale).numpy(), x.numpy(),
+                               atol=1e-6)  # fmt: skip
+    assert json.loads(fftw.wisdom_path().read_text())["wisdom"]  # replaced by good wisdom
