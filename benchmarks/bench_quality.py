@@ -32,6 +32,7 @@ from deconv.exporters.sources import resolve_source
 from deconv.metrics import evaluate
 from deconv.normalization import normalize
 from deconv.richardson_lucy import RichardsonLucy, RLConfig
+from deconv.runtime.flip_averaging import FlipAveraged, tta_flips
 from deconv.runtime.predict import predict
 from deconv.synth import SynthConfig, simulate_pair
 
@@ -74,6 +75,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--classical-from", type=Path, default=None,
                         help="reuse the raw/RL results of this earlier JSON")  # fmt: skip
+    parser.add_argument("--tta", action="store_true",
+                        help="flip averaging, as `deconv run --tta`")  # fmt: skip
     args = parser.parse_args()
 
     source = resolve_source(args.model)
@@ -91,7 +94,20 @@ def main() -> None:
         results.update({k: earlier[k] for k in ("raw", "rl", "rl_wiener_butterworth")})
     else:
         results.update(classical(raws, truths, psf, synth.background))
-    outputs = [predict(model, card, normalize(r, source.normalization)) for r in raws]
+
+    def plain(x: np.ndarray) -> np.ndarray:
+        return predict(model, card, x)
+
+    network = plain
+    if args.tta:  # the runtime's flip averaging, on whole volumes as (1, 1, *shape) batches
+        averaged = FlipAveraged(lambda b: plain(b[0, 0])[None, None], tta_flips(source),
+                                card.ndim)  # fmt: skip
+        results["tta_flips"] = len(averaged.flips)
+
+        def network(x: np.ndarray) -> np.ndarray:
+            return averaged(x[None, None])[0, 0]
+
+    outputs = [network(normalize(r, source.normalization)) for r in raws]
     results["network"] = mean_scores(outputs, truths)
     best_rl = max(results["rl"]["psnr"], results["rl_wiener_butterworth"]["psnr"])
     results["gain_over_best_rl_db"] = results["network"]["psnr"] - best_rl
@@ -109,7 +125,8 @@ def main() -> None:
         r = results[key]
         print(f"| {label}, best at {r['iterations']} it. | {r['psnr']:.2f} | {r['ssim']:.3f} |")
     n = results["network"]
-    print(f"| {args.model} | {n['psnr']:.2f} | {n['ssim']:.3f} |")
+    label = f"{args.model}{' with --tta' if args.tta else ''}"
+    print(f"| {label} | {n['psnr']:.2f} | {n['ssim']:.3f} |")
     print(f"gain over the best RL: {results['gain_over_best_rl_db']:+.2f} dB")
 
 

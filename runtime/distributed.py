@@ -57,10 +57,10 @@ def connect(address: str, reporter: Reporter = SILENT):
     return client
 
 
-def _worker_backend(model: str, backend: str, precision: str | None) -> Any:
+def _worker_backend(model: str, backend: str, precision: str | None, tta: bool = False) -> Any:
     import torch
 
-    key = (model, backend, str(precision), "cpu")
+    key = (model, backend, str(precision), "cpu", tta)
     if key not in _MODELS:
         from deconv.exporters.sources import resolve_source
         from deconv.runtime.backends import make_backend
@@ -70,7 +70,12 @@ def _worker_backend(model: str, backend: str, precision: str | None) -> Any:
         torch.set_num_threads(1)  # one task per worker thread: no oversubscription
         source = resolve_source(model)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        _MODELS[key] = (source, make_backend(source, backend, device, precision, low_memory=True))
+        made = make_backend(source, backend, device, precision, low_memory=True)
+        if tta:
+            from deconv.runtime.flip_averaging import flip_averaged
+
+            made = flip_averaged(made, source)
+        _MODELS[key] = (source, made)
     return _MODELS[key]
 
 
@@ -81,7 +86,8 @@ def run_tile(task: dict[str, Any]) -> tuple[int, ...]:
     from deconv.io import read_image
     from deconv.runtime.tiling import Tile, predict_tiled
 
-    source, backend = _worker_backend(task["model"], task["backend"], task["precision"])
+    source, backend = _worker_backend(task["model"], task["backend"], task["precision"],
+                                      task.get("tta", False))  # fmt: skip
     data = read_image(Path(task["input"]), key=task["key"], lazy=True).data
     out = zarr.open_group(task["output"], mode="r+")["0"]
     lo, scale = task["lo"], task["scale"]
@@ -134,7 +140,8 @@ def deconvolve_on_dask(
     open_partial(partial, grid, signature, voxel_size, extra)
     journal = Journal(partial)
     base = {"model": model, "backend": options.backend,
-            "precision": options.precision, "input": str(input_path.resolve()), "key": key,
+            "precision": options.precision, "tta": options.tta,
+            "input": str(input_path.resolve()), "key": key,
             "output": str(partial.resolve()), "lo": float(lo), "scale": float(scale),
             "core": list(grid.core)}  # fmt: skip
     tasks = [{**base, "tile": tile.__dict__} for tile in grid.tiles()

@@ -205,3 +205,26 @@ def test_input_smaller_than_the_model_minimum_is_padded_with_a_message(setup, tm
     assert code == 0, err
     assert "smaller than" in err and "mirror-padded" in err
     assert tifffile.imread(tmp_path / "o.tif").shape == (3, 40, 40)
+
+
+def test_tta_is_the_same_in_memory_streamed_and_on_dask(setup, tmp_path, capsys):
+    pytest.importorskip("distributed")
+    # the tiny RLN's run directory carries its (laterally symmetric) widefield PSF
+    common = ["--model", str(setup["run"]), "--backend", "torch", "--tta", "-q"]
+    outputs = {"memory": tmp_path / "m.tif", "streamed": tmp_path / "s.zarr",
+               "dask": tmp_path / "d.zarr"}  # fmt: skip
+    extra = {"memory": [], "streamed": ["--tile", "8,32,32"],
+             "dask": ["--tile", "8,32,32", "--dask", "local:2"]}  # fmt: skip
+    results = {}
+    for name, out in outputs.items():
+        source = setup["tif"] if name == "memory" else setup["zarr"]
+        code, _, err = call(capsys, "run", str(source), "-o", str(out), *common, *extra[name])
+        assert code == 0, err
+        results[name] = tifffile.imread(out) if name == "memory" else _zarr(out)
+    code, _, err = call(capsys, "run", str(setup["tif"]), "-o", str(tmp_path / "plain.tif"),
+                        "--model", str(setup["run"]), "--backend", "torch", "-q")  # fmt: skip
+    plain = tifffile.imread(tmp_path / "plain.tif")
+    scale = np.abs(results["memory"]).max()
+    for name in ("streamed", "dask"):
+        np.testing.assert_allclose(results[name], results["memory"], rtol=0, atol=1e-5 * scale)
+    assert np.abs(results["memory"] - plain).max() > 1e-4 * scale  # averaging did something

@@ -1,0 +1,74 @@
+"""``--tta``: average a network's predictions over the flips its PSF is symmetric under.
+
+A network trained for one PSF should answer a flipped image with the flipped answer when
+the flip leaves the PSF (and so the imaging) unchanged, but a small network only
+approximately does; averaging the answers to the flipped inputs removes the part of its
+error that is not symmetric. On held-out shells the shipped 3D RLN gains ~0.3 dB with the
+four lateral flips (BENCHMARKS.md), at four times the inference cost.
+
+Only flips of whole axes are used (not transposes), so every tile keeps its shape and every
+backend (torch, ONNX Runtime, TensorRT engines with fixed shapes) and tiling scheme works
+unchanged; each tile window, halo included, is flipped, predicted and flipped back. Which
+flips qualify is read off the model's PSF: widefield PSFs are symmetric laterally but not
+along z (spherical aberration), so a 3D model gets the four lateral flips.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+
+from deconv.errors import DeconvError
+
+# a flip qualifies if it changes the PSF by less than this fraction of its peak
+SYMMETRY_TOLERANCE = 1e-3
+
+
+def psf_flips(psf: np.ndarray, tolerance: float = SYMMETRY_TOLERANCE) -> list[tuple[int, ...]]:
+    """Every set of spatial axes whose flip leaves ``psf`` unchanged (``()``: no flip)."""
+    psf = np.asarray(psf, dtype=np.float64)
+    peak = float(np.abs(psf).max())
+    symmetric = [
+        axis for axis in range(psf.ndim)
+        if np.abs(np.flip(psf, axis) - psf).max() <= tolerance * peak
+    ]  # fmt: skip
+    return [combo for n in range(len(symmetric) + 1) for combo in combinations(symmetric, n)]
+
+
+class FlipAveraged:
+    """A backend that answers with the mean of ``inner``'s answers to the flipped batch."""
+
+    def __init__(self, inner: Any, flips: list[tuple[int, ...]], ndim: int) -> None:
+        self.inner = inner
+        self.flips = flips  # spatial axes, 0 = the first of ``ndim`` trailing window axes
+        self.ndim = ndim
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        lead = batch.ndim - self.ndim  # (B, 1, *window)
+        total = None
+        for flip in self.flips:
+            axes = tuple(lead + a for a in flip)
+            out = self.inner(np.ascontiguousarray(np.flip(batch, axes)) if axes else batch)
+            out = np.flip(out, axes) if axes else out
+            total = out.astype(np.float32, copy=True) if total is None else total + out
+        return total / len(self.flips)
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()}, averaged over {len(self.flips)} flips"
+
+
+def tta_flips(source: Any) -> list[tuple[int, ...]]:
+    """The flips ``--tta`` averages over for ``source`` (a ModelSource), or why there are none."""
+    if source.psf is None:
+        raise DeconvError("--tta needs the model's PSF to know which flips keep the imaging "
+                          "unchanged, and this model carries none")  # fmt: skip
+    flips = psf_flips(source.psf.data)
+    if len(flips) == 1:
+        raise DeconvError("--tta: the model's PSF is symmetric under no flip, nothing to average")
+    return flips
+
+
+def flip_averaged(backend: Any, source: Any) -> FlipAveraged:
+    return FlipAveraged(backend, tta_flips(source), source.psf.data.ndim)
