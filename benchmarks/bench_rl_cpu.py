@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import platform
-import statistics
 import tempfile
 import time
 from datetime import date
@@ -44,33 +43,13 @@ from deconv.fft import FFT_WORKERS, next_smooth_size, tune_allocator
 from deconv.metrics import evaluate
 from deconv.psf import generate_psf
 from deconv.richardson_lucy import RichardsonLucy, RLConfig
-from deconv.rl_transforms import fftw_available, make_transforms
+from deconv.rl_transforms import fftw_available
+from deconv.runtime.benchmark import four_fft_seconds, median_time
 from deconv.synth import SynthConfig, simulate_pair
 
+CPU = torch.device("cpu")
 SHAPE = (48, 192, 192)
 PSF_SHAPE = (33, 65, 65)
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up: plans, caches, page faults
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def four_ffts(shape: tuple[int, ...], engine: str):
-    """Two forward and two inverse full real FFTs at ``shape``, with one engine."""
-    x = torch.from_numpy(np.random.default_rng(0).random(shape, dtype=np.float32))[None]
-    t = make_transforms(engine, torch.device("cpu"), 1, shape, shape)
-
-    def run():
-        a = t.inverse(t.forward(x))
-        t.inverse(t.forward(a))
-
-    return run
 
 
 def main() -> None:
@@ -99,7 +78,7 @@ def main() -> None:
 
     engines = ["scipy", "torch"] + (["fftw"] if fftw_available() else [])
     for engine in engines:  # FFTW measures its plans here, once (wisdom is then cached)
-        res[f"fft4_{engine}_s"] = median_time(four_ffts(padded, engine), 2 * r)
+        res[f"fft4_{engine}_s"] = four_fft_seconds(padded, CPU, 2 * r, engine)
     fastest = min(engines, key=lambda e: res[f"fft4_{e}_s"])
     floor = res[f"fft4_{fastest}_s"]
     res["fastest_fft"] = fastest
@@ -142,7 +121,7 @@ def main() -> None:
         # what `deconv fft-plan` does: FFTW's patient search, once per grid and machine
         patient = RichardsonLucy(psf, config, fft="fftw")
         res["fftw_patient_planning_s"] = patient.measure_fft_plans(SHAPE, effort="patient")
-        res["fft4_fftw_patient_s"] = median_time(four_ffts(padded, "fftw"), 2 * r)
+        res["fft4_fftw_patient_s"] = four_fft_seconds(padded, CPU, 2 * r, "fftw")
         for _ in range(2):  # interleaved with RedLionfish again, so both see the same load
             t = median_time(lambda: patient(raw, iterations=n_it), r) / n_it
             res["ours_fftw_patient_s_per_it"] = min(res.get("ours_fftw_patient_s_per_it", t), t)

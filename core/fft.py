@@ -1,11 +1,10 @@
-"""Real FFTs on torch tensors, with the fastest engine for each device, and kernel placement.
+"""FFT building blocks: 7-smooth sizes, kernel placement, transfer functions, phase ramps,
+and the thread settings that keep CPU FFTs fast.
 
-On CUDA, torch.fft (cuFFT) is the only sensible choice. On CPU, torch's MKL-backed real FFT
-measured ~12% slower than scipy's pocketfft with ``workers=2`` on our 2-core machines
-(80x256x256 float32, two forward and two inverse: 52.5 ms vs 46.3 ms), so these helpers run
-scipy.fft on zero-copy numpy views of the torch tensors. RL's own transforms, FFTW
-included, live in :mod:`deconv.rl_transforms`. Both engines produce the
-same half-spectrum layout, so the rest of the code never needs to know which one ran.
+The transforms of an RL iteration themselves (torch, scipy's pocketfft, FFTW) live in
+:mod:`deconv.rl_transforms`. On CPU, torch's MKL-backed real FFT measured ~12% slower than
+scipy's pocketfft with ``workers=2`` on our 2-core machines (80x256x256 float32, two forward
+and two inverse: 52.5 ms vs 46.3 ms), so the helpers here use scipy.fft.
 """
 
 from __future__ import annotations
@@ -87,25 +86,6 @@ def next_smooth_size(n: int, primes: Sequence[int] = SMOOTH_PRIMES) -> int:
         if rest == 1:
             return candidate
         candidate += 1
-
-
-def rfftn(x: torch.Tensor, ndim: int) -> torch.Tensor:
-    """Real FFT over the last ``ndim`` axes."""
-    dims = tuple(range(-ndim, 0))
-    if x.device.type == "cpu":
-        arr = x.detach().numpy()
-        return torch.from_numpy(scipy.fft.rfftn(arr, axes=dims, workers=FFT_WORKERS))
-    return torch.fft.rfftn(x, dim=dims)
-
-
-def irfftn(spectrum: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Inverse of :func:`rfftn` for the last ``len(shape)`` axes; may reuse ``spectrum``."""
-    dims = tuple(range(-len(shape), 0))
-    if spectrum.device.type == "cpu":
-        arr = spectrum.detach().numpy()
-        out = scipy.fft.irfftn(arr, s=tuple(shape), axes=dims, workers=FFT_WORKERS)
-        return torch.from_numpy(out)
-    return torch.fft.irfftn(spectrum, s=tuple(shape), dim=dims)
 
 
 def shift_phase(shape: Sequence[int], shift: Sequence[int]) -> np.ndarray:

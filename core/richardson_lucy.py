@@ -114,6 +114,11 @@ class _Plan:
     def shape(self) -> tuple[int, ...]:
         return tuple(s.stop - s.start for s in self.valid)
 
+    @property
+    def corner(self) -> tuple[int, ...]:
+        """Where the data sit in the grid's corner, as the FFT engines see it."""
+        return self.shape if self.pruned else self.padded
+
     def transfer_functions(self, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(PSF, back projector) transfer functions carrying an engine's normalisation."""
         if scale == 1.0:
@@ -240,8 +245,7 @@ class RichardsonLucy:
             return cache[("fftw", batch)]
         if self.fft != "auto" and (self.fft, batch) in cache:
             return cache[(self.fft, batch)]
-        corner = plan.shape if plan.pruned else plan.padded
-        made = make_transforms(self.fft, self.device, batch, plan.padded, corner, iterations)
+        made = make_transforms(self.fft, self.device, batch, plan.padded, plan.corner, iterations)
         return cache.setdefault((made.name, batch), made)
 
     def measure_fft_plans(
@@ -258,9 +262,8 @@ class RichardsonLucy:
         if self.device.type != "cpu":
             raise DeconvError(f"FFTW plans are for CPU runs; this model runs on {self.device}")
         plan = self.plan(shape)
-        corner = plan.shape if plan.pruned else plan.padded
         start = time.perf_counter()
-        made = FFTWTransforms(batch, plan.padded, corner, effort=f"FFTW_{effort.upper()}")
+        made = FFTWTransforms(batch, plan.padded, plan.corner, effort=f"FFTW_{effort.upper()}")
         plan.transforms[("fftw", batch)] = made
         return time.perf_counter() - start
 

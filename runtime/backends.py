@@ -42,9 +42,20 @@ def make_backend(
     compile: bool = False,
     max_window: tuple[int, ...] | None = None,
     low_memory: bool = False,
+    tta: bool = False,
 ) -> Any:
     """A callable backend for ``source`` (a :class:`ModelSource`); ``low_memory`` trades some
-    speed for a lower peak where a backend offers the choice (streamed runs)."""
+    speed for a lower peak where a backend offers the choice (streamed runs); ``tta`` averages
+    it over the flips the model's PSF allows (:mod:`deconv.runtime.flip_averaging`)."""
+    made = _make_backend(source, backend, device, precision, compile, max_window, low_memory)
+    if tta:
+        from deconv.runtime.flip_averaging import flip_averaged
+
+        made = flip_averaged(made, source)
+    return made
+
+
+def _make_backend(source, backend, device, precision, compile, max_window, low_memory) -> Any:
     if backend not in BACKENDS:
         raise DeconvError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     device = torch.device(device)

@@ -70,12 +70,8 @@ def _worker_backend(model: str, backend: str, precision: str | None, tta: bool =
         torch.set_num_threads(1)  # one task per worker thread: no oversubscription
         source = resolve_source(model)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        made = make_backend(source, backend, device, precision, low_memory=True)
-        if tta:
-            from deconv.runtime.flip_averaging import flip_averaged
-
-            made = flip_averaged(made, source)
-        _MODELS[key] = (source, made)
+        _MODELS[key] = (source, make_backend(source, backend, device, precision, low_memory=True,
+                                             tta=tta))  # fmt: skip
     return _MODELS[key]
 
 

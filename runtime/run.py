@@ -183,6 +183,7 @@ def _check_network_input(shape, source, options: RunOptions, voxel_size, reporte
 
 def _stream_network(input_path: Path, output_path: Path, source, options: RunOptions, reporter):
     """Out-of-core: lazy input, tiles written into an OME-Zarr as they finish, resumable."""
+    from deconv.runtime.backends import make_backend
     from deconv.runtime.streaming import deconvolve_to_zarr
 
     image = read_image(input_path, key=options.key, lazy=True)
@@ -211,7 +212,8 @@ def _stream_network(input_path: Path, output_path: Path, source, options: RunOpt
         return {"output": str(output_path), "shape": list(image.data.shape),
                 "uint16_scale": None, "device": "dask", **info}  # fmt: skip
     device = resolve_device(options.device)
-    backend = network_backend(source, options, device, low_memory=True)
+    backend = make_backend(source, options.backend, device, options.precision, low_memory=True,
+                           tta=options.tta)  # fmt: skip
     reporter.info(f"backend: {backend.describe()}")
     signature_options = options.model_dump(mode="json", exclude={"rl", "device", "backend"})
     from deconv.runtime.backend_onnx import weights_digest
@@ -303,19 +305,6 @@ def _network_source(model: str):
     return resolve_source(model)
 
 
-def network_backend(source, options: RunOptions, device, low_memory: bool = False):
-    """The backend ``options`` ask for, flip-averaged with ``tta`` (every run path's one)."""
-    from deconv.runtime.backends import make_backend
-
-    backend = make_backend(source, options.backend, device, options.precision,
-                           low_memory=low_memory)  # fmt: skip
-    if options.tta:
-        from deconv.runtime.flip_averaging import flip_averaged
-
-        backend = flip_averaged(backend, source)
-    return backend
-
-
 def _run_network(data, voxel_size, source, options: RunOptions, device, reporter):
     """Normalise globally (never per tile), predict tile by tile, map back to the input range.
 
@@ -323,11 +312,12 @@ def _run_network(data, voxel_size, source, options: RunOptions, device, reporter
     percentiles so the result reads in roughly the input's intensity scale.
     """
     from deconv.normalization import percentile_range
+    from deconv.runtime.backends import make_backend
     from deconv.runtime.tiling import predict_blended, predict_tiled
 
     card = source.card
     _check_network_input(data.shape, source, options, voxel_size, reporter)
-    backend = network_backend(source, options, device)
+    backend = make_backend(source, options.backend, device, options.precision, tta=options.tta)
     reporter.info(f"backend: {backend.describe()}")
     images = data if options.stack else data[None]
     result = np.empty(images.shape, dtype=np.float32)

@@ -20,6 +20,7 @@ from deconv.rl_transforms import (
     fftw_available,
     make_transforms,
 )
+from tests.test_cli import call
 
 needs_fftw = pytest.mark.skipif(not fftw_available(), reason="pyFFTW is not installed")
 ENGINES = ["torch", "scipy", pytest.param("fftw", marks=needs_fftw)]
@@ -190,15 +191,6 @@ def test_fftw_forward_accepts_unaligned_and_strided_input(rng):
                                atol=1e-4)  # fmt: skip
 
 
-def _call(capsys, *args: str) -> tuple[int, str, str]:
-    from deconv.cli import main
-
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out = capsys.readouterr()
-    return int(exit_info.value.code or 0), out.out, out.err
-
-
 @needs_fftw
 def test_fft_plan_command_makes_later_short_runs_use_fftw(tmp_path, capsys, rng):
     from deconv.psf import generate_psf, save_psf
@@ -206,7 +198,7 @@ def test_fft_plan_command_makes_later_short_runs_use_fftw(tmp_path, capsys, rng)
     psf = generate_psf(shape=(9, 17, 17))
     path = save_psf(psf, tmp_path / "psf.tif")
     shape = (12, 30, 34)
-    code, out, err = _call(capsys, "fft-plan", "--psf", str(path), "--shape", "12,30,34",
+    code, out, err = call(capsys, "fft-plan", "--psf", str(path), "--shape", "12,30,34",
                            "--effort", "measure")  # fmt: skip
     assert code == 0, err
     assert "20x48x50 grid" in out and "wisdom saved to" in out
@@ -237,7 +229,7 @@ def test_fft_plan_command_bad_input(tmp_path, capsys, shape, message):
     from deconv.psf import generate_psf, save_psf
 
     path = save_psf(generate_psf(shape=(9, 17, 17)), tmp_path / "psf.tif")
-    code, _out, err = _call(capsys, "fft-plan", "--psf", str(path), "--shape", shape)
+    code, _out, err = call(capsys, "fft-plan", "--psf", str(path), "--shape", shape)
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1
 
