@@ -50,6 +50,10 @@ def train_command(
         str | None,
         typer.Option(help="Scale each patch and its truth by a random factor in 'LO,HI'."),
     ] = None,
+    lr_schedule: Annotated[
+        str,
+        typer.Option(help="step (the model's published decay) or cosine (down to 1% at the end)."),
+    ] = "step",
     quiet: Quiet = False,
 ) -> None:
     """Train MODEL; checkpoints, metrics and a training curve go to the run directory."""
@@ -73,6 +77,7 @@ def train_command(
         train_structures=classes(train_structures) or STRUCTURE_CLASSES,
         validation_structures=classes(val_structures), init_weights=init_weights,
         intensity_scale=scale_range or (1.0, 1.0), ema_decay=ema,
+        lr_schedule=lr_schedule,
     )  # fmt: skip
     run_dir = resume or output
     result = train(config, run_dir, reporter(quiet), resume=resume is not None)

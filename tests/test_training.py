@@ -256,3 +256,55 @@ def test_ema_weights_are_validated_shipped_and_resumed_exactly(tmp_path, psf_fil
     train(config(psf_file, ema_decay=0.9, steps=6), tmp_path / "half", resume=True)
     resumed = RunDirectory(tmp_path / "half").load_checkpoint("last")
     assert_same_weights(resumed["ema"], state["ema"])
+
+
+def test_cosine_schedule_decays_to_its_floor_and_resumes_exactly(tmp_path, psf_file):
+    from deconv.training.loop import COSINE_FLOOR
+
+    train(config(psf_file, lr_schedule="cosine", learning_rate=0.01, steps=6), tmp_path / "full")
+    rates = [r["learning_rate"] for r in RunDirectory(tmp_path / "full").metrics()]
+    # half a cosine: at step 3 of 6 the rate is halfway to the floor, at step 6 on it
+    assert rates[0] == pytest.approx(0.01 * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5))
+    assert rates[1] == pytest.approx(0.01 * COSINE_FLOOR)
+    # a run stopped after step 4 (here: by its progress bar) resumes onto the same curve
+    from contextlib import contextmanager
+
+    from deconv.reporter import Reporter
+
+    class Stop(Exception):
+        pass
+
+    class StoppingBar:
+        done = 0
+
+        def __call__(self, n: int = 1) -> None:
+            self.done += n
+            if self.done == 4:
+                raise Stop
+
+        def status(self, text: str) -> None:
+            pass
+
+    class StopAfter4(Reporter):
+        @contextmanager
+        def progress(self, total, description):
+            yield StoppingBar()
+
+    cosine = config(psf_file, lr_schedule="cosine", learning_rate=0.01, steps=6)
+    with pytest.raises(Stop):
+        train(cosine, tmp_path / "half", reporter=StopAfter4(quiet=True))
+    assert RunDirectory(tmp_path / "half").load_checkpoint()["step"] == 2  # checkpoint_every=2
+    train(cosine, tmp_path / "half", resume=True)
+    assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "half"))
+
+
+def test_unknown_schedule_is_one_clear_error(tmp_path, psf_file, capsys):
+    from deconv.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "rln3d_tiny", "-o", str(tmp_path / "r"), "--psf", str(psf_file),
+              "--lr-schedule", "linear"])  # fmt: skip
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert "lr_schedule" in err and "cosine" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
