@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,9 @@ import torch
 from deconv.errors import DeconvError
 from deconv.io import write_image
 from deconv.psf import generate_psf, save_psf
+from deconv.reporter import Reporter
 from deconv.training import RunDirectory, TrainConfig, train
+from deconv.training.loop import COSINE_FLOOR
 
 FAST = {"patch": (16, 32, 32), "volume_shape": (32, 64, 64), "pool_size": 2, "batch_size": 2}
 
@@ -259,18 +262,13 @@ def test_ema_weights_are_validated_shipped_and_resumed_exactly(tmp_path, psf_fil
 
 
 def test_cosine_schedule_decays_to_its_floor_and_resumes_exactly(tmp_path, psf_file):
-    from deconv.training.loop import COSINE_FLOOR
-
     train(config(psf_file, lr_schedule="cosine", learning_rate=0.01, steps=6), tmp_path / "full")
     rates = [r["learning_rate"] for r in RunDirectory(tmp_path / "full").metrics()]
     # half a cosine: at step 3 of 6 the rate is halfway to the floor, at step 6 on it
     assert rates[0] == pytest.approx(0.01 * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5))
     assert rates[1] == pytest.approx(0.01 * COSINE_FLOOR)
+
     # a run stopped after step 4 (here: by its progress bar) resumes onto the same curve
-    from contextlib import contextmanager
-
-    from deconv.reporter import Reporter
-
     class Stop(Exception):
         pass
 
