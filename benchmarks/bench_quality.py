@@ -32,7 +32,7 @@ from deconv.exporters.sources import resolve_source
 from deconv.metrics import evaluate
 from deconv.normalization import normalize
 from deconv.richardson_lucy import RichardsonLucy, RLConfig
-from deconv.runtime.flip_averaging import FlipAveraged, tta_flips
+from deconv.runtime.flip_averaging import flip_averaged
 from deconv.runtime.predict import predict
 from deconv.synth import SynthConfig, simulate_pair
 
@@ -100,8 +100,7 @@ def main() -> None:
 
     network = plain
     if args.tta:  # the runtime's flip averaging, on whole volumes as (1, 1, *shape) batches
-        averaged = FlipAveraged(lambda b: plain(b[0, 0])[None, None], tta_flips(source),
-                                card.ndim)  # fmt: skip
+        averaged = flip_averaged(lambda b: plain(b[0, 0])[None, None], source)
         results["tta_flips"] = len(averaged.flips)
 
         def network(x: np.ndarray) -> np.ndarray:
