@@ -36,7 +36,7 @@ def models_command(
 @app.command("info")
 def info_command(name: Annotated[str, typer.Argument(help="Model name, e.g. rln3d.")]) -> None:
     """Show a model's card: parameters, input sizes, halo, normalisation, loss, citation."""
-    from deconv.zoo import get_model_card
+    from deconv.zoo import create_model, get_model_card
 
     card = get_model_card(name)
     params = f"{card.parameters:,}" if card.parameters is not None else "unknown"
@@ -51,6 +51,9 @@ def info_command(name: Annotated[str, typer.Argument(help="Model name, e.g. rln3
         f"({card.normalization.low}, {card.normalization.high})",
         f"loss              {card.loss}",
     ]
+    if card.trainable:  # what `deconv train --set KEY=VALUE` can change
+        fields = create_model(name).config.model_dump(exclude={"architecture"})
+        lines.append("config            " + ", ".join(f"{k}={v}" for k, v in fields.items()))
     lines += [
         f"cite              {c.text}" + (f" doi:{c.doi}" if c.doi else "") for c in card.citation
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -54,6 +55,13 @@ def train_command(
         str,
         typer.Option(help="step (the model's published decay) or cosine (down to 1% at the end)."),
     ] = "step",
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a model config field, KEY=VALUE (repeatable), e.g. --set width=8.",
+        ),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Train MODEL; checkpoints, metrics and a training curve go to the run directory."""
@@ -69,7 +77,8 @@ def train_command(
 
     scale_range = parse_numbers(intensity_scale, float, "--intensity-scale", (2,))
     config = TrainConfig(
-        model=model, steps=steps, batch_size=batch_size, patch=parse_numbers(patch, int, "--patch"),
+        model=model, model_overrides=parse_overrides(set_ or []), steps=steps,
+        batch_size=batch_size, patch=parse_numbers(patch, int, "--patch"),
         learning_rate=lr, seed=seed, device=device, val_every=val_every,
         checkpoint_every=checkpoint_every, psf=str(psf) if psf else None,
         data=str(data) if data else None,
@@ -85,3 +94,22 @@ def train_command(
         f"{run_dir}: step {result['step']}, validation PSNR {result.get('psnr', float('nan')):.2f} "
         f"dB, SSIM {result.get('ssim', float('nan')):.3f} (best {result['best_psnr']:.2f} dB)"
     )
+
+
+def parse_overrides(items: list[str]) -> dict[str, object]:
+    """['width=8', 'ndim=2'] -> {'width': 8, 'ndim': 2}: values are read as JSON (numbers,
+    booleans, lists) and fall back to plain strings, so `--set architecture=rln` needs no
+    quotes. Whether a key exists is the model config's business (one clear error there)."""
+    from deconv.errors import DeconvError
+
+    overrides: dict[str, object] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise DeconvError(f"--set: expected KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        overrides[key.strip()] = value
+    return overrides

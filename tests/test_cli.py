@@ -255,6 +255,7 @@ def test_info_prints_the_published_parameter_count(capsys):
     code, out, _ = call(capsys, "info", "rln3d")
     assert code == 0
     assert "15,968 trainable" in out and "halo (tiling)     (17, 17, 17)" in out
+    assert "config            ndim=3, width=4, bp_width=8" in out  # what --set can change
     code, out, _ = call(capsys, "models", "rcan3d*")
     assert code == 0
     assert out.splitlines()[0].split()[:3] == ["rcan3d", "3D", "1,002,621"]

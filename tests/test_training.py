@@ -306,3 +306,38 @@ def test_unknown_schedule_is_one_clear_error(tmp_path, psf_file, capsys):
     err = capsys.readouterr().err
     assert "lr_schedule" in err and "cosine" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_set_overrides_the_model_config_and_is_resumed(tmp_path, psf_file, capsys):
+    from deconv.cli import main
+
+    run = tmp_path / "wide"
+    args = ["train", "rln3d_tiny", "-o", str(run), "--psf", str(psf_file), "--steps", "2",
+            "--patch", "16,32,32", "--volume-shape", "32,64,64", "--batch-size", "2",
+            "--val-every", "2", "--set", "bp_width=3", "--quiet"]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code in (0, None), capsys.readouterr().err
+    stored = json.loads((run / "run.json").read_text())
+    assert stored["model_config"]["bp_width"] == 3
+    assert weights(run)["bp1_b2.conv.weight"].shape[:2] == (3, 3)
+    # resuming rebuilds the same wider network from run.json (no --set needed)
+    train(TrainConfig(model="rln3d_tiny", steps=3), run, resume=True)
+    assert weights(run)["bp1_b2.conv.weight"].shape[:2] == (3, 3)
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [("depth=3", "invalid config for rln: depth"), ("width", "--set: expected KEY=VALUE"),
+     ("width=wide", "invalid config for rln: width")],
+)  # fmt: skip
+def test_bad_set_is_one_clear_error(tmp_path, psf_file, capsys, item, message):
+    from deconv.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "rln3d_tiny", "-o", str(tmp_path / "r"), "--psf", str(psf_file),
+              "--set", item])  # fmt: skip
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()

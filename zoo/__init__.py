@@ -22,6 +22,7 @@ from deconv.zoo.registry import (
     register_model,
 )
 from deconv.zoo.rl import RL_SPEC
+from deconv.zoo.rln_widening import grow_weights as _grow_rln
 
 register_model("rl", RL_SPEC)
 for _module, _class in ((rln, rln.RLN), (rcan, rcan.RCAN), (mrbcr, mrbcr.MRBCR)):
@@ -34,6 +35,7 @@ for _module, _class in ((rln, rln.RLN), (rcan, rcan.RCAN), (mrbcr, mrbcr.MRBCR))
                 _module.card,
                 objective=_module.objective,
                 training=_module.training_defaults(_config),
+                grow=_grow_rln if _module is rln else None,
             ),
         )
 

@@ -41,6 +41,9 @@ class ModelSpec:
     # loss(model, raw, target) -> scalar tensor; None: mean squared error of model(raw)
     objective: Callable[..., Any] | None = None
     training: TrainingDefaults | None = None
+    # grow(state, old_config, new_config) -> state for a larger config computing the same
+    # function (fine-tuning a wider network from narrower weights); None: shapes must match
+    grow: Callable[[dict, dict, dict], dict] | None = None
 
 
 def architecture_spec(
@@ -49,6 +52,7 @@ def architecture_spec(
     card: Callable[[str, Any], ModelCard],
     objective: Callable[..., Any] | None = None,
     training: TrainingDefaults | None = None,
+    grow: Callable[[dict, dict, dict], dict] | None = None,
 ) -> ModelSpec:
     """The spec of a network variant: ``model_class(**config.model_dump())`` with overrides.
 
@@ -71,7 +75,11 @@ def architecture_spec(
         return model_class(**merged.model_dump())
 
     return ModelSpec(
-        card=lambda name: card(name, config), build=build, objective=objective, training=training
+        card=lambda name: card(name, config),
+        build=build,
+        objective=objective,
+        training=training,
+        grow=grow,
     )
 
 
@@ -173,7 +181,12 @@ def get_model_card(name: str) -> ModelCard:
         from deconv.zoo.pretrained import pretrained_record
 
         record = pretrained_record(name)
-        return _spec(record.base_model).card(record.base_model).model_copy(update={"name": name})
+        spec = _spec(record.base_model)
+        # the shipped config may differ from the base's (a wider RLN): count its own weights
+        model = spec.build(**record.config)
+        params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        card = spec.card(record.base_model)
+        return card.model_copy(update={"name": name, "parameters": params})
     return _spec(name).card(name)
 
 

@@ -134,7 +134,7 @@ def train(
     torch.manual_seed(config.seed)
     model = spec.build(**config.model_overrides)
     if config.init_weights and not resume:
-        _load_initial_weights(model, config.init_weights)
+        _load_initial_weights(model, config.init_weights, spec.grow)
     model = model.to(device)
     objective = spec.objective or _mse_objective
     optimizer = torch.optim.Adam(model.parameters(), lr=settings["learning_rate"])
@@ -243,19 +243,32 @@ def _scheduler(optimizer, config: TrainConfig, settings: dict[str, Any]):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
 
 
-def _load_initial_weights(model: torch.nn.Module, source: str) -> None:
-    """Copy weights from a pretrained name or a run directory; shapes must match exactly."""
-    from deconv.zoo.pretrained import list_pretrained, load_pretrained
+def _load_initial_weights(model: torch.nn.Module, source: str, grow=None) -> None:
+    """Copy weights from a pretrained name or a run directory; shapes must match exactly,
+    unless the architecture can grow them into this (larger) config (``ModelSpec.grow``)."""
+    from deconv.zoo.pretrained import list_pretrained, load_pretrained, pretrained_record
 
     if source in list_pretrained():
         state = load_pretrained(source)[0].state_dict()
+        source_config = pretrained_record(source).config
     elif (Path(source) / "checkpoints").is_dir():
-        state = RunDirectory(source).inference_weights("best")
+        run = RunDirectory(source)
+        state = run.inference_weights("best")
+        source_config = run.read_json("run.json").get("model_config")
     else:
         raise DeconvError(
             f"--init-weights {source!r} is neither a pretrained name "
             f"({', '.join(list_pretrained())}) nor a run directory"
         )
+    target = model.state_dict()
+    resized = any(k in target and target[k].shape != v.shape for k, v in state.items())
+    if resized and grow is not None and source_config is not None:
+        try:
+            state = grow(state, source_config, model.config.model_dump())
+        except DeconvError as error:
+            raise DeconvError(
+                f"--init-weights {source!r} does not fit this model: {error}"
+            ) from None
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
