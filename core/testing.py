@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from deconv.zoo import create_model, get_model_card
+from deconv.zoo.card import count_parameters
 
 
 def _sizes(card, scale: int) -> tuple[int, ...]:
@@ -46,7 +47,7 @@ def check_model(name: str, onnx: bool = True, **overrides: Any) -> dict[str, Any
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     rebuilt_shapes = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
     assert shapes == rebuilt_shapes, f"{name}: config round-trip builds a different network"
-    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_params = count_parameters(model)
     if card.parameters is not None:
         assert n_params == card.parameters, (
             f"{name}: card says {card.parameters} parameters, the model has {n_params}"

@@ -73,3 +73,8 @@ class TrainingDefaults(BaseModel):
     decay_every: int = Field(1000, ge=1, description="...every this many steps")
     batch_size: int = Field(4, ge=1)
     patch: tuple[int, ...] = Field((32, 32, 32), description="training patch per axis")
+
+
+def count_parameters(model) -> int:
+    """Trainable parameters of a built network: the number a card reports."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -13,10 +13,17 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator
-from torch import Tensor, nn
+from torch import Tensor
 
 from deconv.errors import DeconvError
-from deconv.zoo.card import Citation, ModelCard, ModelConfig, Normalization, TrainingDefaults
+from deconv.zoo.card import (
+    Citation,
+    ModelCard,
+    ModelConfig,
+    Normalization,
+    TrainingDefaults,
+    count_parameters,
+)
 from deconv.zoo.networks import mrbcr as network
 
 __all__ = ["MRBCR", "VARIANTS", "MRBCRConfig", "card", "multiscale_loss"]
@@ -127,10 +134,6 @@ def halo(config: MRBCRConfig) -> tuple[int, int]:
         r = max(xi, z[0]) + c.output_kernel // 2
         out.append(-(-r // c.multiple) * c.multiple)
     return out[0], out[1]
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def card(name: str, config: MRBCRConfig) -> ModelCard:

@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from deconv.errors import DeconvError
-from deconv.zoo.card import ModelCard, TrainingDefaults
+from deconv.zoo.card import ModelCard, TrainingDefaults, count_parameters
 
 ENTRY_POINT_GROUP = "deconv.models"
 
@@ -183,8 +183,7 @@ def get_model_card(name: str) -> ModelCard:
         record = pretrained_record(name)
         spec = _spec(record.base_model)
         # the shipped config may differ from the base's (a wider RLN): count its own weights
-        model = spec.build(**record.config)
-        params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        params = count_parameters(spec.build(**record.config))
         card = spec.card(record.base_model)
         return card.model_copy(update={"name": name, "parameters": params})
     return _spec(name).card(name)

@@ -12,7 +12,14 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from deconv.zoo.card import Citation, ModelCard, ModelConfig, Normalization, TrainingDefaults
+from deconv.zoo.card import (
+    Citation,
+    ModelCard,
+    ModelConfig,
+    Normalization,
+    TrainingDefaults,
+    count_parameters,
+)
 from deconv.zoo.networks import rln as network
 
 AUX_WEIGHT = 0.1
@@ -78,7 +85,7 @@ def card(name: str, config: RLNConfig) -> ModelCard:
                 doi="10.1038/s41592-022-01652-7",
             )
         ],
-        parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        parameters=count_parameters(model),
     )
 
 

@@ -246,11 +246,11 @@ def _scheduler(optimizer, config: TrainConfig, settings: dict[str, Any]):
 def _load_initial_weights(model: torch.nn.Module, source: str, grow=None) -> None:
     """Copy weights from a pretrained name or a run directory; shapes must match exactly,
     unless the architecture can grow them into this (larger) config (``ModelSpec.grow``)."""
-    from deconv.zoo.pretrained import list_pretrained, load_pretrained, pretrained_record
+    from deconv.zoo.pretrained import list_pretrained, load_pretrained
 
     if source in list_pretrained():
-        state = load_pretrained(source)[0].state_dict()
-        source_config = pretrained_record(source).config
+        network, record = load_pretrained(source)
+        state, source_config = network.state_dict(), record.config
     elif (Path(source) / "checkpoints").is_dir():
         run = RunDirectory(source)
         state = run.inference_weights("best")
