@@ -55,6 +55,14 @@ def train_command(
         str,
         typer.Option(help="step (the model's published decay) or cosine (down to 1% at the end)."),
     ] = "step",
+    photon_scale: Annotated[
+        str | None,
+        typer.Option(help="Synthetic data: photons per unit truth, log-uniform in 'LO,HI'."),
+    ] = None,
+    refresh_every: Annotated[
+        int,
+        typer.Option(help="Synthetic data: steps between new pool volumes (2D: 1 is cheap)."),
+    ] = 50,
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -76,6 +84,7 @@ def train_command(
         return tuple(s.strip() for s in text.split(",")) if text else None
 
     scale_range = parse_numbers(intensity_scale, float, "--intensity-scale", (2,))
+    photons = parse_numbers(photon_scale, float, "--photon-scale", (2,))
     config = TrainConfig(
         model=model, model_overrides=parse_overrides(set_ or []), steps=steps,
         batch_size=batch_size, patch=parse_numbers(patch, int, "--patch"),
@@ -86,7 +95,7 @@ def train_command(
         train_structures=classes(train_structures) or STRUCTURE_CLASSES,
         validation_structures=classes(val_structures), init_weights=init_weights,
         intensity_scale=scale_range or (1.0, 1.0), ema_decay=ema,
-        lr_schedule=lr_schedule,
+        lr_schedule=lr_schedule, refresh_every=refresh_every, photon_scale=photons,
     )  # fmt: skip
     run_dir = resume or output
     result = train(config, run_dir, reporter(quiet), resume=resume is not None)

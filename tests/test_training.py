@@ -341,3 +341,67 @@ def test_bad_set_is_one_clear_error(tmp_path, psf_file, capsys, item, message):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_refresh_every_replaces_pool_volumes_on_schedule():
+    from deconv.normalization import normalize
+    from deconv.synth import pair_seed, simulate_pair
+    from deconv.training.data import SyntheticPool
+    from deconv.zoo.card import Normalization
+
+    psf = generate_psf(shape=(9, 17, 17)).data[4]
+    norm = Normalization(kind="percentile", low=0.01, high=99.8)
+    pool = SyntheticPool(psf, (48, 48), (16, 16), norm, seed=4, pool_size=3, refresh_every=2)
+    first = [raw.copy() for raw, _ in pool.pairs]
+    pool.at_step(5)  # two refreshes (steps 2 and 4): generations 1 and 2 land in slots 1 and 2
+    assert np.array_equal(pool.pairs[0][0], first[0])
+    for slot, generation in ((1, 1), (2, 2)):
+        raw, _ = simulate_pair((48, 48), psf, pair_seed(4, 3 + generation), pool.synth)
+        assert not np.array_equal(pool.pairs[slot][0], first[slot])
+        np.testing.assert_array_equal(pool.pairs[slot][0], normalize(raw, norm))
+
+
+def test_refresh_every_is_recorded_and_resumed_exactly(tmp_path, psf_file):
+    train(config(psf_file, steps=6, refresh_every=1), tmp_path / "straight")
+    train(config(psf_file, steps=3, refresh_every=1), tmp_path / "split")
+    train(config(psf_file, steps=6), tmp_path / "split", resume=True)
+    assert_same_weights(weights(tmp_path / "straight"), weights(tmp_path / "split"))
+    other = tmp_path / "default"
+    train(config(psf_file, steps=6), other)  # refresh every 50: another data stream
+    assert any(not torch.equal(a, b) for a, b in zip(
+        weights(tmp_path / "straight").values(), weights(other).values()))  # fmt: skip
+    data = json.loads((tmp_path / "split" / "data.json").read_text())
+    assert data["refresh_every"] == 1
+
+
+def test_photon_scale_range_varies_the_noise_not_the_phantom():
+    from deconv.normalization import normalize
+    from deconv.synth import SynthConfig, pair_seed, simulate_pair
+    from deconv.training.data import SyntheticPool
+    from deconv.zoo.card import Normalization
+
+    psf = generate_psf(shape=(9, 17, 17)).data[4]
+    norm = Normalization(kind="percentile", low=0.01, high=99.8)
+    pool = SyntheticPool(psf, (64, 64), (16, 16), norm, seed=2, pool_size=6,
+                         photon_scale=(1.0, 40.0))  # fmt: skip
+    levels = [pool.photon_level(i) for i in range(6)]
+    assert min(levels) >= 1.0 and max(levels) <= 40.0 and max(levels) / min(levels) > 3
+    for index, (raw, gt) in enumerate(pool.pairs):
+        noisy, _ = simulate_pair((64, 64), psf, pair_seed(2, index),
+                                     SynthConfig(photon_scale=levels[index]))  # fmt: skip
+        np.testing.assert_array_equal(raw, normalize(noisy, norm))
+        _, plain_truth = simulate_pair((64, 64), psf, pair_seed(2, index))
+        np.testing.assert_array_equal(gt, normalize(plain_truth, norm))  # same phantom
+    fixed = SyntheticPool(psf, (64, 64), (16, 16), norm, seed=2, pool_size=2)
+    assert [fixed.photon_level(i) for i in range(2)] == [SynthConfig().photon_scale] * 2
+
+
+def test_photon_scale_range_is_checked(tmp_path, psf_file, capsys):
+    from deconv.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "rln3d_tiny", "--psf", str(psf_file), "-o", str(tmp_path / "r"),
+              "--photon-scale", "10,2"])  # fmt: skip
+    assert stop.value.code != 0
+    err = capsys.readouterr().err
+    assert "photon_scale needs 0 < LO <= HI" in err and "Traceback" not in err

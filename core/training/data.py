@@ -37,6 +37,8 @@ class DataDescription(BaseModel):
     kind: Literal["synthetic", "paired"]
     volume_shape: tuple[int, ...] | None = None
     pool_size: int | None = None
+    refresh_every: int | None = None
+    photon_scale: tuple[float, float] | None = None
     synth: SynthConfig | None = None
     validation_structures: tuple[str, ...] | None = None
     folder: str | None = None
@@ -103,7 +105,8 @@ class PatchSource:
 
 
 class SyntheticPool(PatchSource):
-    """Mixed-structure volumes blurred by the PSF; one volume is replaced every 50 steps."""
+    """Mixed-structure volumes blurred by the PSF; one volume is replaced every
+    ``refresh_every`` steps."""
 
     def __init__(
         self,
@@ -115,23 +118,35 @@ class SyntheticPool(PatchSource):
         pool_size: int = 8,
         synth: SynthConfig | None = None,
         intensity_scale: tuple[float, float] = (1.0, 1.0),
+        refresh_every: int = REFRESH_EVERY,
+        photon_scale: tuple[float, float] | None = None,
     ) -> None:
         self.psf, self.volume_shape = psf, tuple(volume_shape)
+        self.refresh_every = int(refresh_every)
+        self.photon_scale = photon_scale
         self.normalization, self.seed = normalization, seed
         self.synth = synth or SynthConfig()
         self.pool_size = pool_size
         self._generation = 0
         super().__init__([self._make(i) for i in range(pool_size)], patch, intensity_scale)
 
+    def photon_level(self, index: int) -> float:
+        """Photons per unit truth of pool volume ``index`` (its own random stream, so the
+        phantom is the same whatever the level)."""
+        if self.photon_scale is None:
+            return self.synth.photon_scale
+        lo, hi = np.log(self.photon_scale)
+        rng = np.random.default_rng([pair_seed(self.seed, index), 1])
+        return float(np.exp(rng.uniform(lo, hi)))
+
     def _make(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        raw, gt = simulate_pair(
-            self.volume_shape, self.psf, pair_seed(self.seed, index), self.synth
-        )
+        synth = self.synth.model_copy(update={"photon_scale": self.photon_level(index)})
+        raw, gt = simulate_pair(self.volume_shape, self.psf, pair_seed(self.seed, index), synth)
         return normalize(raw, self.normalization), normalize(gt, self.normalization)
 
     def at_step(self, step: int) -> None:
         """Bring the pool to the state it has at ``step`` (replays refreshes on resume)."""
-        target = step // REFRESH_EVERY
+        target = step // self.refresh_every
         while self._generation < target:
             self._generation += 1
             slot = self._generation % self.pool_size
