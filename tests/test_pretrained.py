@@ -110,3 +110,18 @@ def test_rln3d_restores_an_unseen_structure_class():
     before, after = evaluate(raw, gt), evaluate(restored, gt)
     assert after["psnr"] > before["psnr"] + 4.0
     assert after["ssim"] > before["ssim"] + 0.4
+
+
+def test_committed_training_runs_still_read_as_runs():
+    """The runs behind the shipped weights must stay resumable as the training options evolve."""
+    import json
+    from pathlib import Path
+
+    from deconv.training import TrainConfig
+    from deconv.training.data import DataDescription
+
+    runs = sorted((Path(pretrained_module.__file__).parent / "weights" / "runs").glob("*/run.json"))
+    assert len(runs) >= 2
+    for run in runs:
+        TrainConfig.model_validate(json.loads(run.read_text())["train"])
+        DataDescription.model_validate_json((run.parent / "data.json").read_text())

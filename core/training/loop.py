@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -256,7 +257,9 @@ def _scheduler(optimizer, config: TrainConfig, settings: dict[str, Any]):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
 
 
-def _load_initial_weights(model: torch.nn.Module, source: str, grow=None) -> None:
+def _load_initial_weights(
+    model: torch.nn.Module, source: str, grow: Callable[[dict, dict, dict], dict] | None = None
+) -> None:
     """Copy weights from a pretrained name or a run directory; shapes must match exactly,
     unless the architecture can grow them into this (larger) config (``ModelSpec.grow``)."""
     from deconv.zoo.pretrained import list_pretrained, load_pretrained
@@ -320,8 +323,8 @@ def _data(config: TrainConfig, card, settings, ndim: int):
         synth = SynthConfig(structures=config.train_structures)
         source = SyntheticPool(
             psf.data, settings["volume_shape"], settings["patch"], norm, config.seed,
-            config.pool_size, synth, config.intensity_scale, config.refresh_every,
-            config.photon_scale,
+            config.pool_size, synth, config.intensity_scale,
+            refresh_every=config.refresh_every, photon_scale=config.photon_scale,
         )  # fmt: skip
         validation = synthetic_validation(
             psf.data, settings["volume_shape"], norm, config.seed, config.validation_count,
