@@ -33,7 +33,7 @@ def _sizes(card, scale: int) -> tuple[int, ...]:
 
 def check_model(name: str, onnx: bool = True, **overrides: Any) -> dict[str, Any]:
     """Raise AssertionError with a readable message at the first failed check."""
-    card = get_model_card(name)
+    card = get_model_card(name, overrides)
     assert card.name == name, f"card name {card.name!r} != registered name {name!r}"
     model = create_model(name, **overrides)
     assert isinstance(model, torch.nn.Module), f"{name} built a {type(model).__name__}"

@@ -30,6 +30,16 @@ def test_parameter_count_2d():
     assert n_params(RLN(ndim=2)) == 576 * 9 + 128 + 160 == 5_472
 
 
+def test_card_follows_the_config():
+    """Cards of overridden configs (runs, shipped weights, packages) count their own
+    weights; the base card would say 5,472 for the shipped 20,696-parameter 2D network."""
+    config = {"width": 8, "bp_width": 16}
+    card = get_model_card("rln2d", config)
+    assert card.parameters == n_params(RLN(ndim=2, **config)) == 20_696
+    assert card.halo == get_model_card("rln2d").halo  # width does not change the reach
+    assert get_model_card("rln2d.widefield-synthetic").parameters == 20_696
+
+
 def test_graph_facts():
     model = RLN()
     convs = [

@@ -82,6 +82,8 @@ def test_init_weights_grows_a_run_into_a_wider_model(tmp_path):
                     model_overrides={"width": 2, "bp_width": 3}, **fast),
         tmp_path / "wide",
     )  # fmt: skip
+    card = RunDirectory(tmp_path / "wide").read_json("run.json")["card"]
+    assert card["parameters"] == sum(p.numel() for p in wide.parameters())
     with pytest.raises(DeconvError, match="multiple of the old one"):
         train(
             TrainConfig(model="rln3d_tiny", psf=str(psf), init_weights=str(tmp_path / "wide"),

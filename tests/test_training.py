@@ -405,3 +405,22 @@ def test_photon_scale_range_is_checked(tmp_path, psf_file, capsys):
     assert stop.value.code != 0
     err = capsys.readouterr().err
     assert "photon_scale needs 0 < LO <= HI" in err and "Traceback" not in err
+
+
+def test_validation_draws_the_training_classes_unless_told(psf_file):
+    """A benchmark's held-out class (shells) must not choose the best checkpoint."""
+    from deconv.synth import SynthConfig, pair_seed, simulate_pair
+    from deconv.training.data import VALIDATION_SEED_OFFSET
+    from deconv.training.loop import _data, _resolved
+    from deconv.zoo import get_model_card, get_model_spec
+
+    card = get_model_card("rln3d_tiny")
+    settings = _resolved(config(psf_file), get_model_spec("rln3d_tiny").training, 3)
+    psf = np.asarray(tifffile.imread(psf_file), np.float32)
+    for asked, drawn in [(None, ("dots", "lines")), (("boxes",), ("boxes",))]:
+        cfg = config(psf_file, train_structures=("dots", "lines"), validation_structures=asked)
+        _, validation, description, _ = _data(cfg, card, settings, 3)
+        seed = pair_seed(cfg.seed + VALIDATION_SEED_OFFSET, 0)
+        _, gt = simulate_pair(settings["volume_shape"], psf, seed, SynthConfig(structures=drawn))
+        np.testing.assert_array_equal(validation[0][1], gt)
+        assert description.validation_structures == drawn

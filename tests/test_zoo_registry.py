@@ -11,7 +11,7 @@ import torch
 
 from deconv.errors import DeconvError
 from deconv.testing import check_model
-from deconv.zoo import create_model, get_model_card, list_models, refresh_plugins
+from deconv.zoo import create_model, get_model_card, get_model_spec, list_models, refresh_plugins
 from deconv.zoo.registry import register_model
 
 PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
@@ -73,6 +73,24 @@ def test_plugin_discovered_lazily(plugin_path):
     assert model.config.channels == 3
     # the card describes the registered defaults (2 channels): conv 1->2, conv 2->1 with biases
     assert get_model_card("fakenet2d").parameters == (1 * 2 * 9 + 2) + (2 * 1 * 9 + 1)
+    # ... and the card of an overridden config counts that network (architecture_spec)
+    assert get_model_card("fakenet2d", {"channels": 3}).parameters == (9 * 3 + 3) + (3 * 9 + 1)
+
+
+def test_card_of_a_hand_made_spec_counts_the_overridden_network(plugin_path):
+    """Specs built without architecture_spec have no configured card: the registered card
+    with the parameters of the network the overrides build."""
+    import dataclasses
+
+    from deconv.zoo import registry
+
+    spec = dataclasses.replace(get_model_spec("fakenet2d"), configured_card=None)
+    registry._BUILTIN["handmade2d"] = spec
+    try:
+        card = get_model_card("handmade2d", {"channels": 4})
+    finally:
+        del registry._BUILTIN["handmade2d"]
+    assert card.parameters == (9 * 4 + 4) + (4 * 9 + 1) and card.halo == (2, 2)
 
 
 def test_plugin_collision_keeps_builtin_and_warns(plugin_path):

@@ -44,6 +44,10 @@ class ModelSpec:
     # grow(state, old_config, new_config) -> state for a larger config computing the same
     # function (fine-tuning a wider network from narrower weights); None: shapes must match
     grow: Callable[[dict, dict, dict], dict] | None = None
+    # configured_card(name, overrides) -> the card of the network built with those config
+    # overrides (its halo and parameters can change: a wider or deeper RLN); None: the
+    # registered card with the parameters counted from the built network
+    configured_card: Callable[[str, dict], ModelCard] | None = None
 
 
 def architecture_spec(
@@ -61,9 +65,9 @@ def architecture_spec(
     """
     config_class = type(config)
 
-    def build(**overrides: Any):
+    def merged(overrides: dict[str, Any]) -> BaseModel:
         try:
-            merged = config_class.model_validate({**config.model_dump(), **overrides})
+            return config_class.model_validate({**config.model_dump(), **overrides})
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
@@ -72,7 +76,9 @@ def architecture_spec(
                 f"invalid config for {config.architecture}: {where}: {first['msg']} "
                 f"(fields: {fields})"
             ) from None
-        return model_class(**merged.model_dump())
+
+    def build(**overrides: Any):
+        return model_class(**merged(overrides).model_dump())
 
     return ModelSpec(
         card=lambda name: card(name, config),
@@ -80,6 +86,7 @@ def architecture_spec(
         objective=objective,
         training=training,
         grow=grow,
+        configured_card=lambda name, overrides: card(name, merged(overrides)),
     )
 
 
@@ -176,17 +183,22 @@ def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
     return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
 
 
-def get_model_card(name: str) -> ModelCard:
+def get_model_card(name: str, config: dict[str, Any] | None = None) -> ModelCard:
+    """The card of ``name``, or of the network built with ``config`` (overrides or a whole
+    config, e.g. a run's): a wider or deeper RLN has other parameters and another halo."""
     if "." in name:
         from deconv.zoo.pretrained import pretrained_record
 
         record = pretrained_record(name)
-        spec = _spec(record.base_model)
-        # the shipped config may differ from the base's (a wider RLN): count its own weights
-        params = count_parameters(spec.build(**record.config))
-        card = spec.card(record.base_model)
-        return card.model_copy(update={"name": name, "parameters": params})
-    return _spec(name).card(name)
+        card = get_model_card(record.base_model, record.config)
+        return card.model_copy(update={"name": name})
+    spec = _spec(name)
+    if not config:
+        return spec.card(name)
+    if spec.configured_card is not None:
+        return spec.configured_card(name, config)
+    params = count_parameters(spec.build(**config))
+    return spec.card(name).model_copy(update={"parameters": params})
 
 
 def create_model(name: str, **overrides: Any) -> Any:

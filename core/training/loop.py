@@ -33,7 +33,7 @@ from deconv.training.data import (
     synthetic_validation,
 )
 from deconv.training.run_dir import RunDirectory
-from deconv.zoo import get_model_spec
+from deconv.zoo import get_model_card, get_model_spec
 from deconv.zoo.card import TrainingDefaults
 
 
@@ -138,7 +138,7 @@ def train(
     if (config.psf is None) == (config.data is None):
         raise DeconvError("give exactly one of --psf (synthetic training) or --data (pairs)")
     spec = get_model_spec(config.model)
-    card = spec.card(config.model)
+    card = get_model_card(config.model, config.model_overrides)
     if not card.trainable or card.ndim is None:
         raise DeconvError(f"model {config.model!r} has no trainable weights")
     ndim = card.ndim
@@ -326,9 +326,12 @@ def _data(config: TrainConfig, card, settings, ndim: int):
             config.pool_size, synth, config.intensity_scale,
             refresh_every=config.refresh_every, photon_scale=config.photon_scale,
         )  # fmt: skip
+        # the held-out class of a benchmark must not choose checkpoints: validation draws
+        # the training classes unless told otherwise
+        validation_classes = config.validation_structures or config.train_structures
         validation = synthetic_validation(
             psf.data, settings["volume_shape"], norm, config.seed, config.validation_count,
-            config.validation_structures,
+            validation_classes,
         )  # fmt: skip
         description = DataDescription(
             kind="synthetic",
@@ -337,7 +340,7 @@ def _data(config: TrainConfig, card, settings, ndim: int):
             refresh_every=config.refresh_every,
             photon_scale=config.photon_scale,
             synth=synth,
-            validation_structures=config.validation_structures or config.train_structures,
+            validation_structures=validation_classes,
             seed=config.seed,
         )
         return source, validation, description, psf
