@@ -45,7 +45,7 @@ class ModelSpec:
     # function (fine-tuning a wider network from narrower weights); None: shapes must match
     grow: Callable[[dict, dict, dict], dict] | None = None
     # configured_card(name, overrides) -> the card of the network built with those config
-    # overrides (its halo and parameters can change: a wider or deeper RLN); None: the
+    # overrides (its halo and parameters can change: a wider RLN, m-rBCR's levels); None: the
     # registered card with the parameters counted from the built network
     configured_card: Callable[[str, dict], ModelCard] | None = None
 
@@ -185,7 +185,7 @@ def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
 
 def get_model_card(name: str, config: dict[str, Any] | None = None) -> ModelCard:
     """The card of ``name``, or of the network built with ``config`` (overrides or a whole
-    config, e.g. a run's): a wider or deeper RLN has other parameters and another halo."""
+    config, e.g. a run's): a wider RLN has other parameters, m-rBCR's levels another halo."""
     if "." in name:
         from deconv.zoo.pretrained import pretrained_record
 
