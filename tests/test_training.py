@@ -74,6 +74,22 @@ def test_same_seed_same_weights(tmp_path, psf_file):
     )
 
 
+def test_channels_last_3d_training_matches_the_default_layout(tmp_path, psf_file, monkeypatch):
+    import deconv.training.loop as loop
+
+    cpu = torch.device("cpu")
+    assert loop.training_memory_format(cpu, 3) == torch.channels_last_3d
+    assert loop.training_memory_format(cpu, 2) == torch.contiguous_format
+    train(config(psf_file, steps=4, model_overrides={"width": 2, "bp_width": 3}), tmp_path / "cl")
+    monkeypatch.setattr(loop, "training_memory_format", lambda *_: torch.contiguous_format)
+    train(config(psf_file, steps=4, model_overrides={"width": 2, "bp_width": 3}), tmp_path / "nc")
+    fast, plain = weights(tmp_path / "cl"), weights(tmp_path / "nc")
+    assert fast["fp1_a2.conv.weight"].is_contiguous(memory_format=torch.channels_last_3d)
+    assert not fast["fp1_a2.conv.weight"].is_contiguous()
+    for key in plain:
+        torch.testing.assert_close(fast[key], plain[key], rtol=1e-3, atol=2e-4, msg=key)
+
+
 def test_resume_continues_exactly(tmp_path, psf_file):
     train(config(psf_file, steps=6), tmp_path / "straight")
     train(config(psf_file, steps=3), tmp_path / "split")
