@@ -246,9 +246,9 @@ def training_memory_format(device: torch.device, ndim: int) -> torch.memory_form
 
     oneDNN's 3D convolutions with RLN's 1-16 channels run forward and backward about twice as
     fast on channels-last tensors; BatchNorm and softplus lose part of that, so a whole RLN-3D
-    training step gains ~1.3x (BENCHMARKS.md). 2D steps measured equal, and CUDA was never
-    measured here, so both keep the default. Weights agree to float32 rounding (after 4 steps
-    within 1e-4; tested), and checkpoints load into networks of either layout.
+    step gains 1.35x on one thread and 1.05-1.16x on two (BENCHMARKS.md). 2D steps measured
+    equal, and CUDA was never measured here, so both keep the default. Weights agree to
+    float32 rounding (within 1e-4 after 4 steps; tested); checkpoints load into either layout.
     """
     if device.type == "cpu" and ndim == 3:
         return torch.channels_last_3d
