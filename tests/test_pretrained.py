@@ -125,3 +125,35 @@ def test_committed_training_runs_still_read_as_runs():
     for run in runs:
         TrainConfig.model_validate(json.loads(run.read_text())["train"])
         DataDescription.model_validate_json((run.parent / "data.json").read_text())
+
+
+def test_export_writes_the_runs_weights_in_the_default_layout(tmp_path, monkeypatch):
+    """3D runs train channels-last on CPUs; the shipped file must not depend on that."""
+    import torch
+
+    from deconv.psf import save_psf
+    from deconv.training import RunDirectory, TrainConfig, train
+    from deconv.training.run_dir import inference_state
+    from deconv.zoo.pretrained import export_pretrained
+
+    psf = save_psf(generate_psf(shape=(9, 17, 17)), tmp_path / "psf.tif")
+    run = tmp_path / "run"
+    train(TrainConfig(model="rln3d_tiny", psf=str(psf), steps=2, val_every=2, patch=(16, 32, 32),
+                      volume_shape=(32, 64, 64), pool_size=1, batch_size=1,
+                      validation_count=1, model_overrides={"width": 2}), run)  # fmt: skip
+    trained = inference_state(RunDirectory(run).load_checkpoint("best"))
+    assert not trained["fp1_a2.conv.weight"].is_contiguous()  # trained channels-last
+    monkeypatch.setattr(pretrained_module, "WEIGHTS_DIR", tmp_path / "weights")
+    command = "deconv psf -o psf.tif && deconv train rln3d_tiny -o run --psf psf.tif"
+    path = export_pretrained(run, "rln3d_tiny.test", command, {"validation_psnr": 1.0})
+    shipped = torch.load(path, weights_only=True)
+    assert all(v.is_contiguous() for v in shipped.values())
+    for key, value in trained.items():
+        assert torch.equal(shipped[key], value), key
+    model, record = load_pretrained("rln3d_tiny.test")
+    assert record.training["steps"] == 2 and record.config["width"] == 2
+    volume = torch.rand(1, 1, 8, 16, 16)
+    reference = create_model("rln3d_tiny", width=2).eval()
+    reference.load_state_dict(trained)
+    with torch.no_grad():
+        torch.testing.assert_close(model(volume), reference(volume), rtol=0, atol=0)

@@ -77,7 +77,8 @@ def export_pretrained(
     state = run.load_checkpoint(which)
     WEIGHTS_DIR.mkdir(exist_ok=True)
     weights = WEIGHTS_DIR / f"{name}.pt"
-    torch.save(inference_state(state), weights)
+    # the default layout: 3D runs train channels-last on CPUs, shipped files stay neutral
+    torch.save({k: v.contiguous() for k, v in inference_state(state).items()}, weights)
     record = PretrainedRecord(
         name=name,
         base_model=meta["train"]["model"],
