@@ -21,8 +21,18 @@ def train_command(
     data: Annotated[
         Path | None, typer.Option(help="Folder with raw/ and gt/ TIFFs matched by name.")
     ] = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory.")] = None,
-    steps: Annotated[int, typer.Option(min=1, help="Total optimisation steps.")] = 1000,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue the run in this directory (its own options and --steps)."),
+    ] = None,
+    steps: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Total optimisation steps. With --resume only a larger total counts; a cosine "
+            "schedule then stretches to it, so the rate rises again (a warm restart).",
+        ),
+    ] = 1000,
     batch_size: Annotated[int | None, typer.Option(help="Default: the model's.")] = None,
     patch: Annotated[str | None, typer.Option(help="Patch 'z,y,x' or 'y,x'.")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate; default the model's.")] = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -310,6 +311,20 @@ def test_cosine_schedule_decays_to_its_floor_and_resumes_exactly(tmp_path, psf_f
     assert RunDirectory(tmp_path / "half").load_checkpoint()["step"] == 2  # checkpoint_every=2
     train(cosine, tmp_path / "half", resume=True)
     assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "half"))
+
+
+def test_resuming_a_cosine_run_with_more_steps_stretches_the_cosine(tmp_path, psf_file):
+    """What `deconv train --resume RUN --steps N` documents: the rate climbs back up."""
+    cosine = config(psf_file, lr_schedule="cosine", learning_rate=0.01, steps=6)
+    train(cosine, tmp_path / "run")
+    train(cosine.model_copy(update={"steps": 12}), tmp_path / "run", resume=True)
+    records = RunDirectory(tmp_path / "run").metrics()
+    assert [r["step"] for r in records] == [3, 6, 9, 12]
+    # steps 9 and 12 of 12 follow the cosine over the new total; step 6 was at the floor
+    expected = 0.01 * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * 9 / 12)))
+    assert records[1]["learning_rate"] == pytest.approx(0.01 * COSINE_FLOOR)
+    assert records[2]["learning_rate"] == pytest.approx(expected)
+    assert records[3]["learning_rate"] == pytest.approx(0.01 * COSINE_FLOOR)
 
 
 def test_unknown_schedule_is_one_clear_error(tmp_path, psf_file, capsys):
