@@ -100,6 +100,24 @@ def test_resume_continues_exactly(tmp_path, psf_file):
     assert steps == [3, 6]
 
 
+def test_a_resumed_run_keeps_counting_its_training_time(tmp_path, psf_file):
+    run = RunDirectory(tmp_path / "run")
+    train(config(psf_file, steps=3), run.path)
+    state = run.load_checkpoint("last")
+    assert 0 < state["seconds"] < 600
+    state["seconds"] = 1000.0  # as if the first leg had trained for 1000 s
+    run.save_checkpoint("last", state)
+    train(config(psf_file, steps=6), run.path, resume=True)
+    first, second = run.metrics()
+    assert first["seconds"] < 600 and 1000 < second["seconds"] < 1600
+    # a checkpoint from before "seconds" was stored: the last validation's time goes on
+    state = run.load_checkpoint("last")
+    del state["seconds"]
+    run.save_checkpoint("last", state)
+    train(config(psf_file, steps=9), run.path, resume=True)
+    assert second["seconds"] < run.metrics()[-1]["seconds"] < second["seconds"] + 600
+
+
 @pytest.mark.slow
 def test_kill_9_then_resume_matches_uninterrupted(tmp_path, psf_file):
     args = ["train", "rln3d_tiny", "--psf", str(psf_file), "--steps", "200", "--patch", "16,32,32",

@@ -165,7 +165,7 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     source, validation, description, psf = _data(config, card, settings, ndim)
-    start, best = 0, -float("inf")
+    start, best, elapsed = 0, -float("inf"), 0.0
     if resume:
         run.remove_partial_files()
         state = run.load_checkpoint("last")
@@ -179,6 +179,7 @@ def train(
             ema.n_averaged.fill_(int(state["ema_averaged"]))
         start, best = int(state["step"]), float(state["best_psnr"])
         run.truncate_metrics(start)
+        elapsed = _elapsed_at_checkpoint(state, run)
         reporter.info(f"resuming {run.path} at step {start} of {config.steps}")
     else:
         run.create()
@@ -198,7 +199,7 @@ def train(
             run.write_json("psf.json", psf.metadata.model_dump(mode="json"))
 
     last_metrics: dict[str, Any] = {}
-    started = time.perf_counter()
+    started = time.perf_counter() - elapsed  # "seconds" in metrics: the run's whole time
     with reporter.progress(config.steps - start, f"training {config.model}") as bar:
         for step in range(start, config.steps):
             model.train()
@@ -232,12 +233,11 @@ def train(
                 _write_curve(run)  # current after every validation, also for stopped runs
                 if last_metrics["psnr"] > best:
                     best = last_metrics["psnr"]
-                    run.save_checkpoint(
-                        "best", _state(model, optimizer, scheduler, scaler, done, best, ema)
-                    )
+                    state = _state(model, optimizer, scheduler, scaler, done, best, ema)
+                    run.save_checkpoint("best", {**state, "seconds": time.perf_counter() - started})
             if done % config.checkpoint_every == 0 or done == config.steps:
                 state = _state(model, optimizer, scheduler, scaler, done, best, ema)
-                run.save_checkpoint("last", state)
+                run.save_checkpoint("last", {**state, "seconds": time.perf_counter() - started})
     return {"step": config.steps, "best_psnr": best, **last_metrics}
 
 
@@ -310,6 +310,18 @@ def _load_initial_weights(
 
 def _mse_objective(model, raw, target):
     return torch.nn.functional.mse_loss(model(raw), target)
+
+
+def _elapsed_at_checkpoint(state: dict[str, Any], run: RunDirectory) -> float:
+    """Training seconds before ``state`` was saved, so a resumed run's clock goes on.
+
+    Checkpoints written before this was recorded fall back to the last validation's time.
+    Time lost to a kill after the checkpoint is not counted: those steps are trained again.
+    """
+    if "seconds" in state:
+        return float(state["seconds"])
+    records = run.metrics(until_step=int(state["step"]))
+    return float(records[-1].get("seconds", 0.0)) if records else 0.0
 
 
 def _state(model, optimizer, scheduler, scaler, step: int, best: float, ema=None) -> dict:
