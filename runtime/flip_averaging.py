@@ -3,7 +3,7 @@
 A network trained for one PSF should answer a flipped image with the flipped answer when
 the flip leaves the PSF (and so the imaging) unchanged, but a small network only
 approximately does; averaging the answers to the flipped inputs removes the part of its
-error that is not symmetric. On held-out shells the shipped 3D RLN gains ~0.5 dB with the
+error that is not symmetric. On held-out shells the shipped 3D RLN gains ~0.4-0.5 dB with the
 four lateral flips (BENCHMARKS.md), at four times the inference cost. Swapping y and x as
 well (8 variants) adds only ~0.1 dB more and would change tile shapes.
 
