@@ -4,8 +4,10 @@ Why: the 16k-parameter RLN is capacity-limited on our synthetic benchmarks (a 2D
 twice the channels scores ~0.65 dB higher on unseen rings), but training a wide 3D RLN from
 scratch takes far longer than a CPU session. Starting the wide network *as* the trained
 narrow one (Chen et al.'s Net2WiderNet, ICLR 2016) keeps what was learned and lets a short
-fine-tune use the extra channels: ``deconv train rln3d --init-weights
-rln3d.widefield-synthetic --set width=8 --set bp_width=16``.
+fine-tune use the extra channels. The shipped 3D network was made this way (the paper's
+width grown to ``width=8, bp_width=16``, see its record); growing it once more reads
+``deconv train rln3d --init-weights rln3d.widefield-synthetic --set width=16 --set
+bp_width=32``.
 
 How: every new channel copies an old one (channel ``j`` copies ``j mod old``); a layer that
 reads copied channels divides each copy's input weights by how many copies its source
