@@ -3,6 +3,7 @@
     python benchmarks/bench_quality.py --model rln3d.widefield-synthetic
     python benchmarks/bench_quality.py --model rln2d.widefield-synthetic
     python benchmarks/bench_quality.py --model runs/candidate --classical-from old.json
+    python benchmarks/bench_quality.py --model rln3d.widefield-synthetic --rl-consensus 800
 
 ``--model`` takes anything ``deconv run`` takes (pretrained name, run directory, package).
 ``--classical-from`` reuses the RL sweeps of an earlier result for the same PSF, test set
@@ -36,6 +37,7 @@ from deconv.normalization import normalize
 from deconv.richardson_lucy import RichardsonLucy, RLConfig
 from deconv.runtime.flip_averaging import flip_averaged
 from deconv.runtime.predict import predict
+from deconv.runtime.rl_consensus import rl_consensus
 from deconv.synth import SynthConfig, simulate_pair
 
 TEST_SEED = 987_654  # disjoint from training (seed 0 streams) and validation (+1e6)
@@ -79,6 +81,9 @@ def main() -> None:
                         help="reuse the raw/RL results of this earlier JSON")  # fmt: skip
     parser.add_argument("--tta", action="store_true",
                         help="flip averaging, as `deconv run --tta`")  # fmt: skip
+    parser.add_argument("--rl-consensus", type=int, default=None, metavar="ITERATIONS",
+                        help="score the mean of the network and RL at this count, as "
+                        "`deconv run --rl-consensus`")  # fmt: skip
     parser.add_argument("--structures", default="shells",
                         help="test classes (comma list); another set than the default "
                         "shells measures the gap on classes the model did see")  # fmt: skip
@@ -113,6 +118,13 @@ def main() -> None:
             return averaged(x[None, None])[0, 0]
 
     outputs = [network(normalize(r, source.normalization)) for r in raws]
+    if args.rl_consensus:
+        results["rl_consensus_iterations"] = args.rl_consensus
+        rl = RichardsonLucy(psf, RLConfig(background=synth.background))
+        outputs = [
+            rl_consensus(out, rl(raw, iterations=args.rl_consensus).numpy())
+            for out, raw in zip(outputs, raws)
+        ]
     results["network"] = mean_scores(outputs, truths)
     best_rl = max(results["rl"]["psnr"], results["rl_wiener_butterworth"]["psnr"])
     results["gain_over_best_rl_db"] = results["network"]["psnr"] - best_rl
@@ -130,7 +142,9 @@ def main() -> None:
         r = results[key]
         print(f"| {label}, best at {r['iterations']} it. | {r['psnr']:.2f} | {r['ssim']:.3f} |")
     n = results["network"]
-    label = f"{args.model}{' with --tta' if args.tta else ''}"
+    label = args.model + (" with --tta" if args.tta else "")
+    if args.rl_consensus:
+        label += f" with --rl-consensus {args.rl_consensus}"
     print(f"| {label} | {n['psnr']:.2f} | {n['ssim']:.3f} |")
     print(f"gain over the best RL: {results['gain_over_best_rl_db']:+.2f} dB")
 

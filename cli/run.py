@@ -104,6 +104,16 @@ def run_command(
             "(~+0.3 dB, 4x slower).",
         ),
     ] = False,
+    rl_consensus: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            metavar="ITERATIONS",
+            help="Networks: write the mean of the network's output and this many RL "
+            "iterations with the model's PSF (--background and the RL options apply); "
+            "+0.9 dB over the best RL on 3D held-out shells at 800.",
+        ),
+    ] = None,
     dask: Annotated[
         str | None,
         typer.Option(help="Networks into .zarr: local:N workers or tcp://scheduler:8786."),
@@ -138,6 +148,7 @@ def run_command(
         device=device, output_dtype=output_dtype.value,
         uint16_scale=uint16_scale, key=key, backend=backend, precision=precision,
         tile=parse_numbers(tile, int, "--tile"), batch_size=batch_size, dask=dask, tta=tta,
+        rl_consensus=rl_consensus,
     )  # fmt: skip
     from deconv.runtime.batch import batch_inputs, batch_output, is_batch
 

@@ -58,6 +58,9 @@ class RunOptions(BaseModel):
     batch_size: int = Field(1, ge=1, description="tiles per batch")
     blend: Literal["cosine", "linear"] = "cosine"
     tta: bool = Field(False, description="networks: average over the flips the PSF allows")
+    rl_consensus: int | None = Field(
+        None, ge=1, description="networks: mean with this many RL iterations (model's PSF)"
+    )
     dask: str | None = Field(None, description="local:N or a scheduler address (Zarr output)")
 
 
@@ -94,6 +97,8 @@ def deconvolve_file(
         source = _network_source(options.model)
     check_output_path(output_path, [input_path] + ([psf_path] if psf_path else []))
     streamed = image_format(output_path) == "zarr" and not options.stack
+    if options.rl_consensus:
+        _check_rl_consensus(source, options, streamed)
     if source is None and streamed and options.output_dtype == "float32":
         return _stream_rl(input_path, output_path, psf_path, options, reporter)
     streamed = streamed and source is not None
@@ -133,22 +138,33 @@ def _run_rl(data, voxel_size, psf_path, options: RunOptions, device, reporter):
     check_dimensions(data.shape, psf.data.shape, options.stack, fit=False)
     psf = psf_for_image(psf, _spatial(voxel_size, psf.ndim), notify=reporter.info)
     check_dimensions(data.shape, psf.data.shape, options.stack)
+    config = _rl_config(data, options, options.rl.iterations, reporter)
+    result = _richardson_lucy(data, psf, config, options, device, reporter)
+    record = {
+        "deconv.run": options.model_copy(update={"rl": config}).model_dump(mode="json"),
+        "deconv.psf": psf.metadata.model_dump(mode="json"),
+    }
+    return result, record
+
+
+def _rl_config(data, options: RunOptions, iterations: int, reporter) -> RLConfig:
+    """The RL options with the background resolved (``auto``: a low percentile of ``data``)."""
     background = options.background
     if background == "auto":
         background = float(np.percentile(data, AUTO_BACKGROUND_PERCENTILE))
         reporter.info(f"background (auto, {AUTO_BACKGROUND_PERCENTILE} percentile): {background:g}")
-    config = options.rl.model_copy(update={"background": float(background)})
+    return options.rl.model_copy(update={"background": float(background), "iterations": iterations})
+
+
+def _richardson_lucy(data, psf, config: RLConfig, options: RunOptions, device, reporter):
+    """RL on one image, or on each image of a ``--stack``, with a progress bar."""
     model = zoo.create_model("rl", psf=psf.data, config=config, device=device, fft=options.fft)
     images = data if options.stack else data[None]
     result = np.empty(images.shape, dtype=np.float32)
     with reporter.progress(config.iterations * len(images), "Richardson-Lucy") as advance:
         for i, item in enumerate(images):
             result[i] = model(item, callback=lambda _k: advance(1)).cpu().numpy()
-    record = {
-        "deconv.run": options.model_copy(update={"rl": config}).model_dump(mode="json"),
-        "deconv.psf": psf.metadata.model_dump(mode="json"),
-    }
-    return (result if options.stack else result[0]), record
+    return result if options.stack else result[0]
 
 
 def _check_network_input(shape, source, options: RunOptions, voxel_size, reporter) -> None:
@@ -179,6 +195,18 @@ def _check_network_input(shape, source, options: RunOptions, voxel_size, reporte
                 f"{options.model} was trained for voxels {tuple(trained)} µm but the image has "
                 f"{tuple(spatial)} µm; results may be worse (train a model for this sampling)"
             )
+
+
+def _check_rl_consensus(source, options: RunOptions, streamed: bool) -> None:
+    if source is None:
+        raise DeconvError("--rl-consensus averages a trained network with RL; --model rl is "
+                          "RL alone: pick a network with --model")  # fmt: skip
+    if source.psf is None:
+        raise DeconvError(f"--rl-consensus runs RL with the model's PSF, and {options.model} "
+                          "carries none")  # fmt: skip
+    if streamed or options.dask:
+        raise DeconvError("--rl-consensus fits the network to RL over the whole image, which "
+                          "needs it in memory: write a .tif output, without --dask")  # fmt: skip
 
 
 def _stream_network(input_path: Path, output_path: Path, source, options: RunOptions, reporter):
@@ -340,7 +368,29 @@ def _run_network(data, voxel_size, source, options: RunOptions, device, reporter
                                     transform=normalise)  # fmt: skip
             result[i] = y * scale + lo
             advance(1)
-    return (result if options.stack else result[0]), _network_record(source, options)
+    result = result if options.stack else result[0]
+    record = _network_record(source, options)
+    if options.rl_consensus:
+        result, record = _with_rl_consensus(data, result, voxel_size, source, options, device,
+                                            reporter)  # fmt: skip
+    return result, record
+
+
+def _with_rl_consensus(data, network, voxel_size, source, options: RunOptions, device, reporter):
+    """``--rl-consensus``: RL with the model's own PSF, then the mean of the two (per image)."""
+    from deconv.runtime.rl_consensus import rl_consensus
+
+    psf = psf_for_image(source.psf, _spatial(voxel_size, source.card.ndim), notify=reporter.info)
+    check_dimensions(data.shape, psf.data.shape, options.stack)
+    config = _rl_config(data, options, options.rl_consensus, reporter)
+    rl = _richardson_lucy(data, psf, config, options, device, reporter)
+    if options.stack:
+        result = np.stack([rl_consensus(n, r) for n, r in zip(network, rl)])
+    else:
+        result = rl_consensus(network, rl)
+    record = _network_record(source, options)
+    record["deconv.run"]["rl"] = config.model_dump(mode="json")
+    return result, record
 
 
 def _spatial(voxel_size: Sequence[float] | None, ndim: int) -> tuple[float, ...] | None:
