@@ -17,6 +17,10 @@ training or validation. Classical baselines get every advantage: traditional RL 
 best iteration count (chosen on the test data itself, up to 1000 iterations) and
 Wiener-Butterworth RL at its best count (1-40). PSNR/SSIM follow deconv.metrics (GT
 normalised by percentiles, prediction fitted affinely).
+
+``--rl-consensus N`` scores the mean of the network and N RL iterations instead of the
+network alone. Choose N without the test images (e.g. RL's best count on
+``--structures`` of the training classes), or the consensus borrows the baseline's oracle.
 """
 
 from __future__ import annotations
