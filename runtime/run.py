@@ -345,6 +345,11 @@ def _run_network(data, voxel_size, source, options: RunOptions, device, reporter
 
     card = source.card
     _check_network_input(data.shape, source, options, voxel_size, reporter)
+    consensus_psf = None
+    if options.rl_consensus:  # before the network runs: the image must suit RL with this PSF
+        consensus_psf = psf_for_image(source.psf, _spatial(voxel_size, card.ndim),
+                                      notify=reporter.info)  # fmt: skip
+        check_dimensions(data.shape, consensus_psf.data.shape, options.stack)
     backend = make_backend(source, options.backend, device, options.precision, tta=options.tta)
     reporter.info(f"backend: {backend.describe()}")
     images = data if options.stack else data[None]
@@ -370,18 +375,16 @@ def _run_network(data, voxel_size, source, options: RunOptions, device, reporter
             advance(1)
     result = result if options.stack else result[0]
     record = _network_record(source, options)
-    if options.rl_consensus:
-        result, record = _with_rl_consensus(data, result, voxel_size, source, options, device,
+    if consensus_psf is not None:
+        result, record = _with_rl_consensus(data, result, consensus_psf, source, options, device,
                                             reporter)  # fmt: skip
     return result, record
 
 
-def _with_rl_consensus(data, network, voxel_size, source, options: RunOptions, device, reporter):
+def _with_rl_consensus(data, network, psf, source, options: RunOptions, device, reporter):
     """``--rl-consensus``: RL with the model's own PSF, then the mean of the two (per image)."""
     from deconv.runtime.rl_consensus import rl_consensus
 
-    psf = psf_for_image(source.psf, _spatial(voxel_size, source.card.ndim), notify=reporter.info)
-    check_dimensions(data.shape, psf.data.shape, options.stack)
     config = _rl_config(data, options, options.rl_consensus, reporter)
     rl = _richardson_lucy(data, psf, config, options, device, reporter)
     if options.stack:

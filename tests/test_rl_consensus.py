@@ -85,3 +85,19 @@ def test_consensus_refuses_what_it_cannot_do(tmp_path, capsys, rings):
                         "--rl-consensus", "0")  # fmt: skip
     assert code == 2 and "--rl-consensus" in err
     assert not (tmp_path / "o.tif").exists() and not (tmp_path / "o.zarr").exists()
+
+
+def test_an_image_too_small_for_rl_fails_before_the_network_runs(tmp_path, capsys, monkeypatch):
+    import deconv.runtime.backends as backends
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network ran before the RL check")
+
+    monkeypatch.setattr(backends, "make_backend", no_network)
+    psf = resolve_source(MODEL).psf
+    image = write_image(tmp_path / "tiny.tif", np.ones((16, 16), np.float32),
+                        voxel_size=psf.voxel_size)  # fmt: skip
+    code, _, err = call(capsys, "run", str(image), "-o", str(tmp_path / "o.tif"), "--model",
+                        MODEL, "--rl-consensus", "10")  # fmt: skip
+    assert code == 2 and "PSF" in err, err
+    assert not (tmp_path / "o.tif").exists()
