@@ -376,24 +376,20 @@ def _run_network(data, voxel_size, source, options: RunOptions, device, reporter
     result = result if options.stack else result[0]
     record = _network_record(source, options)
     if consensus_psf is not None:
-        result, record = _with_rl_consensus(data, result, consensus_psf, source, options, device,
-                                            reporter)  # fmt: skip
+        result, config = _with_rl_consensus(data, result, consensus_psf, options, device, reporter)
+        record["deconv.run"]["rl"] = config.model_dump(mode="json")
     return result, record
 
 
-def _with_rl_consensus(data, network, psf, source, options: RunOptions, device, reporter):
+def _with_rl_consensus(data, network, psf, options: RunOptions, device, reporter):
     """``--rl-consensus``: RL with the model's own PSF, then the mean of the two (per image)."""
     from deconv.runtime.rl_consensus import rl_consensus
 
     config = _rl_config(data, options, options.rl_consensus, reporter)
     rl = _richardson_lucy(data, psf, config, options, device, reporter)
     if options.stack:
-        result = np.stack([rl_consensus(n, r) for n, r in zip(network, rl)])
-    else:
-        result = rl_consensus(network, rl)
-    record = _network_record(source, options)
-    record["deconv.run"]["rl"] = config.model_dump(mode="json")
-    return result, record
+        return np.stack([rl_consensus(n, r) for n, r in zip(network, rl)]), config
+    return rl_consensus(network, rl), config
 
 
 def _spatial(voxel_size: Sequence[float] | None, ndim: int) -> tuple[float, ...] | None:
