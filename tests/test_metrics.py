@@ -131,3 +131,27 @@ def test_evaluate_rejects_shape_mismatch():
     with pytest.raises(DeconvError, match="differ in shape") as info:
         evaluate(np.zeros((10, 12)), np.zeros((12, 10)))
     assert "(10, 12)" in str(info.value) and "(12, 10)" in str(info.value)
+
+
+@pytest.mark.parametrize("autocast", [None, "bfloat16"])
+def test_training_ssim_matches_skimage_also_under_autocast(rng, autocast):
+    """The loss's SSIM (valid-mode windows = skimage's crop) stays float32 in a bfloat16 step."""
+    import torch
+
+    from deconv.zoo.losses import ssim_torch
+
+    dtype = getattr(torch, autocast) if autocast else torch.float32
+    # the network's output arrives in the autocast dtype: score those very values
+    batch = [
+        torch.from_numpy(a.astype(np.float32))[None, None].to(dtype)
+        for a in _pair(rng, (16, 24, 32))
+    ]
+    prediction, target = (t[0, 0].double().numpy() for t in batch)
+    expected = structural_similarity(
+        prediction, target, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+        data_range=1.0,
+    )  # fmt: skip
+    with torch.autocast("cpu", dtype=dtype, enabled=autocast is not None):
+        value = ssim_torch(*batch)
+    assert value.dtype == torch.float32
+    assert value.item() == pytest.approx(expected, abs=1e-5)

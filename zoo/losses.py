@@ -38,7 +38,17 @@ def _blur(x: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
 def ssim_torch(
     prediction: torch.Tensor, target: torch.Tensor, data_range: float = 1.0
 ) -> torch.Tensor:
-    """Mean SSIM over a batch of (N, C, *spatial) tensors (2D or 3D)."""
+    """Mean SSIM over a batch of (N, C, *spatial) tensors (2D or 3D).
+
+    Always float32, also inside an autocast region: the variances are differences of nearly
+    equal moments, and in bfloat16 or float16 they cancel to negative values that turn the
+    loss's log(1 + SSIM) into -inf on the first step.
+    """
+    with torch.autocast(prediction.device.type, enabled=False):
+        return _ssim(prediction.float(), target.float(), data_range)
+
+
+def _ssim(prediction: torch.Tensor, target: torch.Tensor, data_range: float) -> torch.Tensor:
     window = _gaussian_window(SSIM_SIGMA, prediction.device, prediction.dtype)
     if any(s < window.numel() for s in prediction.shape[2:]):
         raise ValueError(f"SSIM needs every spatial size >= {window.numel()}")

@@ -82,6 +82,13 @@ class TrainConfig(BaseModel):
     steps; a run of a few thousand steps on a CPU ends with the rate still near its start,
     and RLN's validation then swings by 1-3 dB between checkpoints. Resuming with more
     ``--steps`` stretches the cosine over the new total."""
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Arithmetic of the training step's forward pass and loss (weights, optimiser state and
+    validation stay float32). ``auto``: float16 autocast with loss scaling on CUDA, float32
+    on a CPU. ``bfloat16``: bfloat16 autocast on either, no loss scaling needed. On the
+    2-core AVX512-BF16 machines here an RLN-3D step runs 1.34x faster, but a 2D A/B learned
+    less per step (-0.17 dB validation after 6,000 steps), about what the extra steps buy
+    back, so float32 stays the CPU default (BENCHMARKS.md); CPUs with AMX gain more."""
     init_weights: str | None = None
     """Start from these weights instead of random ones (fine-tuning): a pretrained name
     (``rln3d.widefield-synthetic``) or a run directory (its best checkpoint)."""
@@ -161,8 +168,9 @@ def train(
         ema = AveragedModel(
             model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True
         )
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    amp_dtype = autocast_dtype(config.precision, device)
+    use_scaler = amp_dtype == torch.float16  # bfloat16 has float32's range: nothing to scale
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
 
     source, validation, description, psf = _data(config, card, settings, ndim)
     start, best, elapsed = 0, -float("inf"), 0.0
@@ -172,7 +180,7 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        if use_amp and "scaler" in state:
+        if use_scaler and "scaler" in state:
             scaler.load_state_dict(state["scaler"])
         if ema is not None:
             ema.module.load_state_dict(state["ema"])
@@ -207,7 +215,7 @@ def train(
             raw = raw.to(device, memory_format=layout)
             gt = gt.to(device, memory_format=layout)
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
                 loss = objective(model, raw, gt)
             if not torch.isfinite(loss):
                 raise DeconvError(f"the loss became {loss.item()} at step {step + 1}; lower --lr")
@@ -239,6 +247,15 @@ def train(
                 state = _state(model, optimizer, scheduler, scaler, done, best, ema)
                 run.save_checkpoint("last", {**state, "seconds": time.perf_counter() - started})
     return {"step": config.steps, "best_psnr": best, **last_metrics}
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype a training step autocasts to; float32 means no autocast."""
+    if precision == "bfloat16":
+        return torch.bfloat16
+    if precision == "auto" and device.type == "cuda":
+        return torch.float16
+    return torch.float32
 
 
 def training_memory_format(device: torch.device, ndim: int) -> torch.memory_format:
