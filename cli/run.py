@@ -111,7 +111,7 @@ def run_command(
             metavar="ITERATIONS",
             help="Networks: write the mean of the network's output and this many RL "
             "iterations with the model's PSF (--background and the RL options apply); "
-            "+1.0 dB over the best RL on 3D held-out shells at 800.",
+            "+1.1 dB over the best RL on 3D held-out shells at 800.",
         ),
     ] = None,
     dask: Annotated[
