@@ -25,7 +25,7 @@ import deconv  # noqa: F401  (first: sets the OpenMP wait policy before torch lo
 import torch
 
 from deconv.cli.train import parse_overrides
-from deconv.training.loop import training_memory_format
+from deconv.training.loop import step_autocast, training_memory_format
 from deconv.zoo import create_model, get_model_card
 from deconv.zoo.registry import get_model_spec
 
@@ -43,7 +43,7 @@ def step_function(model_name, overrides, patch, batch: int, layout, precision: t
     def step() -> float:
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=precision, enabled=precision != torch.float32):
+        with step_autocast(torch.device("cpu"), precision):
             loss = objective(model, raw, gt)
         loss.backward()
         optimizer.step()

@@ -215,7 +215,7 @@ def train(
             raw = raw.to(device, memory_format=layout)
             gt = gt.to(device, memory_format=layout)
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
+            with step_autocast(device, amp_dtype):
                 loss = objective(model, raw, gt)
             if not torch.isfinite(loss):
                 raise DeconvError(f"the loss became {loss.item()} at step {step + 1}; lower --lr")
@@ -256,6 +256,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision == "auto" and device.type == "cuda":
         return torch.float16
     return torch.float32
+
+
+def step_autocast(device: torch.device, dtype: torch.dtype) -> torch.autocast:
+    """The autocast region of one training step (off for float32); the CPU bench uses it too."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
 def training_memory_format(device: torch.device, ndim: int) -> torch.memory_format:
