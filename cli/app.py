@@ -4,16 +4,34 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from deconv import __version__
 from deconv.errors import DeconvError
 from deconv.reporter import Reporter
 
+# `deconv --help` lists commands in the order of a user's day (try, deconvolve, make inputs,
+# train, share, tune), not in the order their modules happen to be imported.
+WORKFLOW_ORDER = (
+    "demo", "run", "psf", "synth", "train", "models", "info",
+    "package", "validate", "export", "bench", "fft-plan",
+)  # fmt: skip
+
+
+class WorkflowOrderedGroup(TyperGroup):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        rank = {name: i for i, name in enumerate(WORKFLOW_ORDER)}
+        return sorted(names, key=lambda name: (rank.get(name, len(rank)), name))
+
+
 app = typer.Typer(
     name="deconv",
-    help="Deconvolution for fluorescence microscopy: PSFs, synthetic data, Richardson-Lucy, "
-    "and (soon) trained networks.",
+    cls=WorkflowOrderedGroup,
+    help="Deconvolution for fluorescence microscopy: PSFs, synthetic data, Richardson-Lucy "
+    "and trained networks (RLN, RCAN, m-rBCR), bioimage.io packages, ONNX/TensorRT export.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -14,6 +14,7 @@ import tifffile
 
 import deconv
 from deconv.cli import main
+from deconv.cli.app import WORKFLOW_ORDER, app
 from deconv.io import read_image, write_image
 from deconv.metrics import evaluate
 from deconv.psf import generate_psf, save_psf
@@ -54,6 +55,16 @@ def sample(tmp_path_factory) -> dict[str, Path]:
 def test_version_through_installed_command():
     proc = run_cli("--version")
     assert proc.stdout.strip() == f"deconv {deconv.__version__}"
+
+
+def test_help_lists_every_command_in_workflow_order(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    listed = [line.split()[0] for line in out.split("Commands:")[1].splitlines() if line.strip()]
+    assert listed[:5] == ["demo", "run", "psf", "synth", "train"]
+    assert listed == [name for name in WORKFLOW_ORDER if name in listed]
+    assert sorted(listed) == sorted(command.name for command in app.registered_commands)
 
 
 @pytest.mark.slow
