@@ -101,7 +101,7 @@ def run_command(
         typer.Option(
             "--tta/--no-tta",
             help="Networks: average over the flips the model's PSF is symmetric under "
-            "(~+0.3 dB, 4x slower).",
+            "(~+0.4-0.6 dB on held-out data, 4x slower).",
         ),
     ] = False,
     rl_consensus: Annotated[
@@ -111,7 +111,7 @@ def run_command(
             metavar="ITERATIONS",
             help="Networks: write the mean of the network's output and this many RL "
             "iterations with the model's PSF (--background and the RL options apply); "
-            "+1.1 dB over the best RL on 3D held-out shells at 800.",
+            "+1.2 dB over the best RL on 3D held-out shells at 800.",
         ),
     ] = None,
     dask: Annotated[
