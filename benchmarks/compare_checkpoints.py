@@ -24,9 +24,8 @@ import deconv  # noqa: F401  (first: sets the OpenMP wait policy before torch lo
 import numpy as np
 
 from deconv.exporters.sources import resolve_source
-from deconv.metrics import evaluate
-from deconv.runtime.predict import predict
 from deconv.training.data import synthetic_validation
+from deconv.training.loop import validation_scores
 
 TRAINING_CLASSES = "spheres,dots,lines,sheets,boxes,membranes"
 
@@ -42,6 +41,9 @@ def main() -> None:
 
     sources = [resolve_source(m) for m in args.models]
     first = sources[0]
+    for name, source in zip(args.models, sources):
+        if source.psf is None or not np.array_equal(source.psf.data, first.psf.data):
+            raise SystemExit(f"{name}: not trained for the PSF of {args.models[0]}")
     shape = (64, 128, 128) if first.card.ndim == 3 else (256, 256)
     classes = tuple(args.structures.split(","))
     pairs = synthetic_validation(
@@ -51,13 +53,8 @@ def main() -> None:
     print(f"| model ({args.count} x {shape}, seed {args.seed}) | PSNR (dB) | SSIM |")
     print("| --- | --- | --- |")
     for name, source in zip(args.models, sources):
-        if source.psf is None or not np.array_equal(source.psf.data, first.psf.data):
-            raise SystemExit(f"{name}: not trained for the PSF of {args.models[0]}")
-        scores = [evaluate(predict(source.model, source.card, raw), gt) for raw, gt in pairs]
-        psnr = float(np.mean([s["psnr"] for s in scores]))
-        ssim = float(np.mean([s["ssim"] for s in scores]))
-        results[name] = {"psnr": psnr, "ssim": ssim}
-        print(f"| {name} | {psnr:.3f} | {ssim:.4f} |", flush=True)
+        results[name] = scores = validation_scores(source.model, source.card, pairs)
+        print(f"| {name} | {scores['psnr']:.3f} | {scores['ssim']:.4f} |", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

@@ -229,7 +229,9 @@ def train(
             bar(1)
             bar.status(f"loss {loss.item():.4f}  PSNR {last_metrics.get('psnr', float('nan')):.2f}")
             if done % config.val_every == 0 or done == config.steps:
-                last_metrics = _validate(ema.module if ema else model, card, validation, device)
+                last_metrics = validation_scores(
+                    ema.module if ema else model, card, validation, device
+                )
                 record = {
                     "step": done,
                     "loss": float(loss.item()),
@@ -413,7 +415,9 @@ def _data(config: TrainConfig, card, settings, ndim: int):
     return source, validation, description, None
 
 
-def _validate(model, card, pairs, device) -> dict[str, float]:
+def validation_scores(model, card, pairs, device: torch.device | str = "cpu") -> dict[str, float]:
+    """Mean PSNR/SSIM of ``model`` on (normalised raw, truth) pairs: what validation records,
+    also used to compare checkpoints of different runs on one common set."""
     from deconv.runtime.predict import predict
 
     scores = [evaluate(predict(model, card, raw, device), gt) for raw, gt in pairs]
