@@ -32,12 +32,14 @@ def test_parameter_count_2d():
 
 def test_card_follows_the_config():
     """Cards of overridden configs (runs, shipped weights, packages) count their own
-    weights; the base card would say 5,472 for the shipped 20,696-parameter 2D network."""
+    weights; the base card would say 5,472 for the shipped 80,424-parameter 2D network."""
     config = {"width": 8, "bp_width": 16}
     card = get_model_card("rln2d", config)
     assert card.parameters == n_params(RLN(ndim=2, **config)) == 20_696
     assert card.halo == get_model_card("rln2d").halo  # width does not change the reach
-    assert get_model_card("rln2d.widefield-synthetic").parameters == 20_696
+    shipped = {"width": 16, "bp_width": 32}
+    assert get_model_card("rln2d.widefield-synthetic").parameters == 80_424
+    assert n_params(RLN(ndim=2, **shipped)) == 80_424
 
 
 def test_graph_facts():

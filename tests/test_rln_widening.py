@@ -42,11 +42,13 @@ def test_widened_network_computes_the_same_function(ndim, width, bp_width):
 
 def test_noise_lets_copies_differ_but_keeps_the_function_close():
     small = load_pretrained("rln2d.widefield-synthetic")[0].eval()
-    big = create_model("rln2d", width=8, bp_width=16).eval()
+    old = small.config
+    big = create_model("rln2d", width=2 * old.width, bp_width=2 * old.bp_width).eval()
     gen = torch.Generator().manual_seed(1)
     big.load_state_dict(widen_rln_state(small.state_dict(), small.config, big.config, 0.01, gen))
     w = big.state_dict()["bp1_b2.conv.weight"]
-    assert not torch.equal(w[:8], w[8:])  # the two copies of each channel can diverge
+    n = w.shape[0] // 2
+    assert not torch.equal(w[:n], w[n:])  # the two copies of each channel can diverge
     x = 2 * torch.rand(1, 1, 64, 64, generator=gen)
     with torch.no_grad():
         a, b = small(x), big(x)
