@@ -37,9 +37,8 @@ def test_card_follows_the_config():
     card = get_model_card("rln2d", config)
     assert card.parameters == n_params(RLN(ndim=2, **config)) == 20_696
     assert card.halo == get_model_card("rln2d").halo  # width does not change the reach
-    shipped = {"width": 16, "bp_width": 32}
-    assert get_model_card("rln2d.widefield-synthetic").parameters == 80_424
-    assert n_params(RLN(ndim=2, **shipped)) == 80_424
+    shipped = get_model_card("rln2d.widefield-synthetic").parameters
+    assert shipped == n_params(RLN(ndim=2, width=16, bp_width=32)) == 80_424
 
 
 def test_graph_facts():
