@@ -61,6 +61,13 @@ def train_command(
         str | None,
         typer.Option(help="Scale each patch and its truth by a random factor in 'LO,HI'."),
     ] = None,
+    flips: Annotated[
+        str,
+        typer.Option(
+            help="Random flips of training patches: symmetric (only along axes the PSF is "
+            "mirror-symmetric about; paired data: lateral axes) or all."
+        ),
+    ] = "symmetric",
     lr_schedule: Annotated[
         str,
         typer.Option(help="step (the model's published decay) or cosine (down to 1% at the end)."),
@@ -112,7 +119,7 @@ def train_command(
         train_structures=classes(train_structures) or STRUCTURE_CLASSES,
         validation_structures=classes(val_structures), init_weights=init_weights,
         intensity_scale=scale_range or (1.0, 1.0), ema_decay=ema,
-        lr_schedule=lr_schedule, refresh_every=refresh_every, photon_scale=photons,
+        lr_schedule=lr_schedule, flips=flips, refresh_every=refresh_every, photon_scale=photons,
         precision=precision,
     )  # fmt: skip
     run_dir = resume or output

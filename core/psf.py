@@ -191,6 +191,26 @@ def prepare_psf(data: np.ndarray) -> np.ndarray:
     return (data / data.sum()).astype(np.float32)
 
 
+# a flip is a symmetry of a PSF if it changes it by less than this fraction of its peak
+SYMMETRY_TOLERANCE = 1e-3
+
+
+def symmetric_axes(data: np.ndarray, tolerance: float = SYMMETRY_TOLERANCE) -> tuple[int, ...]:
+    """The axes a PSF is mirror-symmetric about (flipping one leaves the imaging unchanged).
+
+    Shared by training augmentation and ``--tta``: a flip along any other axis pairs an image
+    with the mirrored PSF, which the microscope does not have. A widefield PSF imaging into
+    water through oil is symmetric laterally but not along z (spherical aberration: the z
+    flip changes it by ~7% of its peak).
+    """
+    data = np.asarray(data, dtype=np.float64)
+    peak = float(np.abs(data).max())
+    return tuple(
+        axis for axis in range(data.ndim)
+        if np.abs(np.flip(data, axis) - data).max() <= tolerance * peak
+    )  # fmt: skip
+
+
 def fwhm(data: np.ndarray) -> tuple[float, ...]:
     """Full width at half maximum through the peak along each axis, in voxels (interpolated)."""
     peak_index = np.unravel_index(int(np.argmax(data)), data.shape)

@@ -22,19 +22,12 @@ from typing import Any
 import numpy as np
 
 from deconv.errors import DeconvError
-
-# a flip qualifies if it changes the PSF by less than this fraction of its peak
-SYMMETRY_TOLERANCE = 1e-3
+from deconv.psf import SYMMETRY_TOLERANCE, symmetric_axes
 
 
 def psf_flips(psf: np.ndarray, tolerance: float = SYMMETRY_TOLERANCE) -> list[tuple[int, ...]]:
     """Every set of spatial axes whose flip leaves ``psf`` unchanged (``()``: no flip)."""
-    psf = np.asarray(psf, dtype=np.float64)
-    peak = float(np.abs(psf).max())
-    symmetric = [
-        axis for axis in range(psf.ndim)
-        if np.abs(np.flip(psf, axis) - psf).max() <= tolerance * peak
-    ]  # fmt: skip
+    symmetric = symmetric_axes(psf, tolerance)
     return [combo for n in range(len(symmetric) + 1) for combo in combinations(symmetric, n)]
 
 

@@ -504,3 +504,63 @@ def test_validation_draws_the_training_classes_unless_told(psf_file):
         _, gt = simulate_pair(settings["volume_shape"], psf, seed, SynthConfig(structures=drawn))
         np.testing.assert_array_equal(validation[0][1], gt)
         assert description.validation_structures == drawn
+
+
+def test_patches_flip_only_along_the_allowed_axes_and_keep_their_crops():
+    from deconv.training.data import PatchSource
+
+    z, y, x = np.meshgrid(np.arange(20), np.arange(24), np.arange(24), indexing="ij")
+    ramp = (1 + z + 100 * y + 10_000 * x).astype(np.float32)  # every flip is visible
+    source_all = PatchSource([(ramp, ramp)], (8, 8, 8))
+    source_lateral = PatchSource([(ramp, ramp)], (8, 8, 8), flip_axes=(1, 2))
+    flipped_all, flipped_lateral = set(), set()
+    for step in range(20):
+        a = source_all.batch(step, 4, seed=0)[0][:, 0].numpy()
+        b = source_lateral.batch(step, 4, seed=0)[0][:, 0].numpy()
+        for pa, pb in zip(a, b):
+            for axis, name in enumerate("zyx"):
+                slope_a = np.diff(pa, axis=axis).mean()
+                slope_b = np.diff(pb, axis=axis).mean()
+                flipped_all |= {name} if slope_a < 0 else set()
+                flipped_lateral |= {name} if slope_b < 0 else set()
+                if axis:  # the same crop and lateral flips either way: the coins are shared
+                    assert np.sign(slope_a) == np.sign(slope_b)
+            np.testing.assert_array_equal(np.sort(pa, None), np.sort(pb, None))
+    assert flipped_all == {"z", "y", "x"}
+    assert flipped_lateral == {"y", "x"}
+
+
+def test_flips_follow_the_psf_symmetry_and_old_runs_resume_with_all_flips(tmp_path, psf_file):
+    from deconv.training.loop import _flip_axes
+
+    psf = tifffile.imread(psf_file)
+    assert _flip_axes("symmetric", 3, psf) == (1, 2)  # widefield: not symmetric along z
+    assert _flip_axes("symmetric", 3, None) == (1, 2)  # paired data: lateral axes
+    assert _flip_axes("symmetric", 2, None) == (0, 1)
+    assert _flip_axes("all", 3, psf) == (0, 1, 2)
+    train(config(psf_file), tmp_path / "symmetric")
+    assert json.loads((tmp_path / "symmetric" / "data.json").read_text())["flip_axes"] == [1, 2]
+    train(config(psf_file, flips="all"), tmp_path / "all")
+    assert json.loads((tmp_path / "all" / "data.json").read_text())["flip_axes"] == [0, 1, 2]
+    # the flips change what is learned
+    assert any(not torch.equal(v, weights(tmp_path / "all")[k])
+               for k, v in weights(tmp_path / "symmetric").items())  # fmt: skip
+    # a run recorded before the option existed flipped every axis, and resumes doing so
+    train(config(psf_file, steps=3, flips="all"), tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "run.json").read_text())
+    del meta["train"]["flips"]
+    (tmp_path / "old" / "run.json").write_text(json.dumps(meta))
+    train(config(psf_file, steps=6), tmp_path / "old", resume=True)
+    assert_same_weights(weights(tmp_path / "all"), weights(tmp_path / "old"))
+
+
+def test_unknown_flips_choice_is_one_clear_error(tmp_path, psf_file, capsys):
+    from deconv.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "rln3d_tiny", "-o", str(tmp_path / "r"), "--psf", str(psf_file),
+              "--flips", "sideways"])  # fmt: skip
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert "flips" in err and "symmetric" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()

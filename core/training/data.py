@@ -45,6 +45,9 @@ class DataDescription(BaseModel):
     train_files: list[str] = Field(default_factory=list)
     validation_files: list[str] = Field(default_factory=list)
     seed: int = 0
+    flip_axes: tuple[int, ...] | None = None
+    """Axes training patches were randomly flipped along (None in records written before
+    the choice existed: every axis)."""
 
 
 class PatchSource:
@@ -55,9 +58,12 @@ class PatchSource:
         pairs: list[tuple[np.ndarray, np.ndarray]],
         patch: Sequence[int],
         intensity_scale: tuple[float, float] = (1.0, 1.0),
+        flip_axes: Sequence[int] | None = None,
     ) -> None:
         self.pairs = pairs
         self.patch = tuple(int(p) for p in patch)
+        # None: every axis (the behaviour of runs made before the choice existed)
+        self.flip_axes = tuple(range(len(self.patch))) if flip_axes is None else tuple(flip_axes)
         self.intensity_scale = (float(intensity_scale[0]), float(intensity_scale[1]))
         for raw, _ in pairs:
             if raw.ndim != len(self.patch):
@@ -87,8 +93,10 @@ class PatchSource:
         return torch.from_numpy(raw_batch), torch.from_numpy(gt_batch)
 
     def _patch(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """A random crop with random flips; crops much darker than their volume are redrawn
-        (at most 10 times), as the RLN paper does, so batches are not mostly background."""
+        """A random crop with random flips along ``flip_axes``; crops much darker than their
+        volume are redrawn (at most 10 times), as the RLN paper does, so batches are not
+        mostly background. A coin is tossed for every axis, flipped or not, so the crops and
+        the other flips do not depend on which axes may flip."""
         raw, gt = self.pairs[int(rng.integers(len(self.pairs)))]
         size = [min(p, s) for p, s in zip(self.patch, gt.shape)]
         mean = float(gt.mean())
@@ -99,7 +107,7 @@ class PatchSource:
                 break
         r, g = raw[region], gt[region]
         for axis in range(r.ndim):
-            if rng.random() < 0.5:
+            if rng.random() < 0.5 and axis in self.flip_axes:
                 r, g = np.flip(r, axis), np.flip(g, axis)
         return np.ascontiguousarray(r), np.ascontiguousarray(g)
 
@@ -120,6 +128,7 @@ class SyntheticPool(PatchSource):
         intensity_scale: tuple[float, float] = (1.0, 1.0),
         refresh_every: int = REFRESH_EVERY,
         photon_scale: tuple[float, float] | None = None,
+        flip_axes: Sequence[int] | None = None,
     ) -> None:
         self.psf, self.volume_shape = psf, tuple(volume_shape)
         self.refresh_every = int(refresh_every)
@@ -128,7 +137,8 @@ class SyntheticPool(PatchSource):
         self.synth = synth or SynthConfig()
         self.pool_size = pool_size
         self._generation = 0
-        super().__init__([self._make(i) for i in range(pool_size)], patch, intensity_scale)
+        pairs = [self._make(i) for i in range(pool_size)]
+        super().__init__(pairs, patch, intensity_scale, flip_axes)
 
     def photon_level(self, index: int) -> float:
         """Photons per unit truth of pool volume ``index`` (its own random stream, so the

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from deconv.errors import DeconvError
 from deconv.metrics import evaluate
-from deconv.psf import load_psf, save_psf
+from deconv.psf import load_psf, save_psf, symmetric_axes
 from deconv.reporter import SILENT, Reporter
 from deconv.synth import STRUCTURE_CLASSES, SynthConfig
 from deconv.training.data import (
@@ -76,6 +76,16 @@ class TrainConfig(BaseModel):
     intensity_scale: tuple[float, float] = (1.0, 1.0)
     """Random factor range (log-uniform) applied to each training patch and its truth alike:
     normalised test data are not always as bright as the training data."""
+    flips: Literal["symmetric", "all"] = "symmetric"
+    """Random flips of training patches. ``symmetric``: only along the axes the PSF is
+    mirror-symmetric about (:func:`deconv.psf.symmetric_axes`; paired data, which come
+    without a PSF: the lateral axes, since real PSFs are rarely symmetric along z). A flip
+    along another axis pairs the data with the mirrored PSF, which the microscope does not
+    have, so the network has to learn two PSFs and tell them apart (the shipped 3D network,
+    trained that way, scores 0.3 dB lower on data imaged through the mirrored PSF; a
+    fine-tune without the z flips did not gain on held-out data, BENCHMARKS.md session 32,
+    so this is the physically right default rather than a measured gain). ``all``: every
+    axis, what runs made before this option did (and what resuming one of them keeps)."""
     lr_schedule: Literal["step", "cosine"] = "step"
     """``step``: the architecture's published step decay. ``cosine``: half a cosine from the
     rate down to 1% of it at the last step. Published schedules were made for runs of 10^5
@@ -133,7 +143,9 @@ def train(
     """Train (or resume) a run in ``run_path``; returns the final validation metrics."""
     run = RunDirectory(run_path)
     if resume:
-        stored = TrainConfig.model_validate(run.read_json("run.json")["train"])
+        recorded = run.read_json("run.json")["train"]
+        recorded.setdefault("flips", "all")  # runs recorded before the option flipped every axis
+        stored = TrainConfig.model_validate(recorded)
         if stored.model != config.model:
             raise DeconvError(
                 f"{run.path} trained {stored.model!r}; it cannot be resumed as {config.model!r}"
@@ -363,6 +375,15 @@ def _state(model, optimizer, scheduler, scaler, step: int, best: float, ema=None
     return state
 
 
+def _flip_axes(flips: str, ndim: int, psf: np.ndarray | None) -> tuple[int, ...]:
+    """The axes training patches may be flipped along (see ``TrainConfig.flips``)."""
+    if flips == "all":
+        return tuple(range(ndim))
+    if psf is None:
+        return tuple(range(ndim - 2, ndim))
+    return symmetric_axes(psf)
+
+
 def _data(config: TrainConfig, card, settings, ndim: int):
     """The training source, the validation pairs and their description."""
     norm = card.normalization
@@ -373,10 +394,12 @@ def _data(config: TrainConfig, card, settings, ndim: int):
                 f"model {config.model!r} is {ndim}D but the PSF {config.psf} is {psf.ndim}D"
             )
         synth = SynthConfig(structures=config.train_structures)
+        flip_axes = _flip_axes(config.flips, ndim, psf.data)
         source = SyntheticPool(
             psf.data, settings["volume_shape"], settings["patch"], norm, config.seed,
             config.pool_size, synth, config.intensity_scale,
             refresh_every=config.refresh_every, photon_scale=config.photon_scale,
+            flip_axes=flip_axes,
         )  # fmt: skip
         # the held-out class of a benchmark must not choose checkpoints: validation draws
         # the training classes unless told otherwise
@@ -394,6 +417,7 @@ def _data(config: TrainConfig, card, settings, ndim: int):
             synth=synth,
             validation_structures=validation_classes,
             seed=config.seed,
+            flip_axes=flip_axes,
         )
         return source, validation, description, psf
     files = paired_files(config.data)
@@ -403,7 +427,8 @@ def _data(config: TrainConfig, card, settings, ndim: int):
     pairs = load_pairs(train_files, norm)
     if pairs and pairs[0][0].ndim != ndim:
         raise DeconvError(f"model {config.model!r} is {ndim}D but the data are {pairs[0][0].ndim}D")
-    source = PatchSource(pairs, settings["patch"], config.intensity_scale)
+    flip_axes = _flip_axes(config.flips, ndim, None)
+    source = PatchSource(pairs, settings["patch"], config.intensity_scale, flip_axes)
     validation = load_pairs(val_files, norm, normalize_gt=False)
     description = DataDescription(
         kind="paired",
@@ -411,6 +436,7 @@ def _data(config: TrainConfig, card, settings, ndim: int):
         train_files=[p[0].name for p in train_files],
         validation_files=[p[0].name for p in val_files],
         seed=config.seed,
+        flip_axes=flip_axes,
     )
     return source, validation, description, None
 
