@@ -68,6 +68,13 @@ def train_command(
             "mirror-symmetric about; paired data: lateral axes) or all."
         ),
     ] = "symmetric",
+    noise: Annotated[
+        str,
+        typer.Option(
+            help="Synthetic data: fresh (new noise for every patch) or fixed (one noisy "
+            "realization per pool volume)."
+        ),
+    ] = "fresh",
     lr_schedule: Annotated[
         str,
         typer.Option(help="step (the model's published decay) or cosine (down to 1% at the end)."),
@@ -119,8 +126,8 @@ def train_command(
         train_structures=classes(train_structures) or STRUCTURE_CLASSES,
         validation_structures=classes(val_structures), init_weights=init_weights,
         intensity_scale=scale_range or (1.0, 1.0), ema_decay=ema,
-        lr_schedule=lr_schedule, flips=flips, refresh_every=refresh_every, photon_scale=photons,
-        precision=precision,
+        lr_schedule=lr_schedule, flips=flips, noise=noise, refresh_every=refresh_every,
+        photon_scale=photons, precision=precision,
     )  # fmt: skip
     run_dir = resume or output
     result = train(config, run_dir, reporter(quiet), resume=resume is not None)

@@ -248,22 +248,38 @@ def _check_psf(psf: np.ndarray, ndim: int) -> np.ndarray:
     return psf / total  # normalised so photon_scale means photons per unit GT
 
 
-def simulate_raw(
-    gt: np.ndarray, psf: np.ndarray, rng: np.random.Generator, config: SynthConfig | None = None
+def expected_counts(
+    gt: np.ndarray, psf: np.ndarray, config: SynthConfig | None = None
 ) -> np.ndarray:
-    """Image `gt` through `psf` (zero boundary, same shape) with Poisson and read noise.
-
-    raw = Poisson(photon_scale * (gt * psf) + background) + N(0, read_noise^2), float32.
-    The PSF is renormalised to sum 1 so the photon budget is set by the config alone.
-    """
+    """photon_scale * (gt * psf) + background, float64: the noise-free image (zero boundary,
+    same shape) whose Poisson draws are the raw data. Kept apart from the noise so that one
+    phantom can be imaged many times (fresh noise per training patch, noise-variance
+    measurements). The PSF is renormalised to sum 1 so the photon budget is set by the
+    config alone."""
     config = config or SynthConfig()
     psf = _check_psf(psf, gt.ndim)
     blurred = fft_convolve(np.asarray(gt, np.float64), psf)
     np.maximum(blurred, 0, out=blurred)  # FFT round-off leaves tiny negatives
-    raw = rng.poisson(config.photon_scale * blurred + config.background).astype(np.float64)
+    return config.photon_scale * blurred + config.background
+
+
+def add_noise(
+    expected: np.ndarray, rng: np.random.Generator, config: SynthConfig | None = None
+) -> np.ndarray:
+    """Poisson(expected) + N(0, read_noise^2), float32."""
+    config = config or SynthConfig()
+    raw = rng.poisson(expected).astype(np.float64)
     if config.read_noise > 0:
         raw += rng.normal(0.0, config.read_noise, size=raw.shape)
     return raw.astype(np.float32)
+
+
+def simulate_raw(
+    gt: np.ndarray, psf: np.ndarray, rng: np.random.Generator, config: SynthConfig | None = None
+) -> np.ndarray:
+    """Image `gt` through `psf` with Poisson and read noise:
+    raw = Poisson(photon_scale * (gt * psf) + background) + N(0, read_noise^2), float32."""
+    return add_noise(expected_counts(gt, psf, config), rng, config)
 
 
 def simulate_pair(

@@ -19,6 +19,8 @@ from deconv.synth import (
     STRUCTURE_CLASSES,
     SynthConfig,
     SyntheticPairs,
+    add_noise,
+    expected_counts,
     make_ground_truth,
     object_counts,
     pair_seed,
@@ -165,6 +167,20 @@ def test_variance_is_poisson_plus_read_noise(read_noise):
     expected_var = config.photon_scale * c + config.background + read_noise**2
     assert raw.mean() == pytest.approx(config.photon_scale * c + config.background, rel=0.005)
     assert raw.var() == pytest.approx(expected_var, rel=0.02)
+
+
+def test_expected_counts_match_scipy_and_are_the_mean_of_the_draws():
+    # the noise-free image that fresh-noise training and bench_noise_variance draw from
+    config = SynthConfig(photon_scale=4.0, background=20.0)
+    psf = gaussian_psf(3) * 7.0  # unnormalised on purpose: the photon budget is the config's
+    gt = gt_only((16, 32, 32), STRUCTURE_CLASSES)
+    expected = expected_counts(gt, psf, config)
+    reference = 4.0 * fftconvolve(gt.astype(np.float64), psf / psf.sum(), mode="same") + 20.0
+    np.testing.assert_allclose(expected, np.maximum(reference, 20.0), rtol=1e-9, atol=1e-6)
+    rng = np.random.default_rng(3)
+    draws = np.stack([add_noise(expected, rng, config) for _ in range(200)])
+    assert np.abs(draws.mean(0) - expected).mean() < 0.1 * np.sqrt(expected).mean()
+    assert draws.var(0).mean() == pytest.approx(expected.mean() + 0.5**2, rel=0.05)
 
 
 def test_without_read_noise_raw_is_integer_counts():

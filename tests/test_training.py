@@ -48,6 +48,17 @@ def assert_same_weights(a: dict, b: dict) -> None:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
 
 
+def train_as_recorded_before(psf_file: Path, run: Path, field: str, **kw) -> Path:
+    """Half a run with ``kw``, its run.json stripped of ``field`` (as written before the
+    option existed), then resumed to the end with the option's new default."""
+    train(config(psf_file, steps=3, **kw), run)
+    meta = json.loads((run / "run.json").read_text())
+    del meta["train"][field]
+    (run / "run.json").write_text(json.dumps(meta))
+    train(config(psf_file, steps=6), run, resume=True)
+    return run
+
+
 def test_run_directory_holds_everything(tmp_path, psf_file):
     result = train(config(psf_file), tmp_path / "run")
     run = tmp_path / "run"
@@ -546,21 +557,59 @@ def test_flips_follow_the_psf_symmetry_and_old_runs_resume_with_all_flips(tmp_pa
     assert any(not torch.equal(v, weights(tmp_path / "all")[k])
                for k, v in weights(tmp_path / "symmetric").items())  # fmt: skip
     # a run recorded before the option existed flipped every axis, and resumes doing so
-    train(config(psf_file, steps=3, flips="all"), tmp_path / "old")
-    meta = json.loads((tmp_path / "old" / "run.json").read_text())
-    del meta["train"]["flips"]
-    (tmp_path / "old" / "run.json").write_text(json.dumps(meta))
-    train(config(psf_file, steps=6), tmp_path / "old", resume=True)
-    assert_same_weights(weights(tmp_path / "all"), weights(tmp_path / "old"))
+    old = train_as_recorded_before(psf_file, tmp_path / "old", "flips", flips="all")
+    assert_same_weights(weights(tmp_path / "all"), weights(old))
 
 
-def test_unknown_flips_choice_is_one_clear_error(tmp_path, psf_file, capsys):
+@pytest.mark.parametrize(
+    "option, value, choice", [("--flips", "sideways", "symmetric"), ("--noise", "loud", "fresh")]
+)
+def test_unknown_augmentation_choice_is_one_clear_error(tmp_path, psf_file, capsys, option,
+                                                         value, choice):  # fmt: skip
     from deconv.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "rln3d_tiny", "-o", str(tmp_path / "r"), "--psf", str(psf_file),
-              "--flips", "sideways"])  # fmt: skip
+              option, value])  # fmt: skip
     assert exit_info.value.code != 0
     err = capsys.readouterr().err
-    assert "flips" in err and "symmetric" in err and "Traceback" not in err
+    assert option[2:] in err and choice in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_fresh_noise_redraws_every_patch_from_the_same_phantom(psf_file):
+    from deconv.normalization import percentile_range
+    from deconv.synth import add_noise, expected_counts, make_ground_truth, pair_seed
+    from deconv.training.data import SyntheticPool
+    from deconv.zoo import get_model_card
+
+    psf = tifffile.imread(psf_file)
+    norm = get_model_card("rln3d_tiny").normalization
+    shape = (16, 32, 32)  # patch = volume: every patch is the whole volume, unflipped
+    kw = dict(psf=psf, volume_shape=shape, patch=shape, normalization=norm, seed=3,
+              pool_size=1, flip_axes=())  # fmt: skip
+    fixed, fresh = SyntheticPool(**kw), SyntheticPool(**kw, fresh_noise=True)
+    np.testing.assert_array_equal(fixed.pairs[0][0], fresh.pairs[0][0])  # same first draw
+    # the noise-free image, computed independently of the pool
+    rng = np.random.default_rng(pair_seed(3, 0))
+    expected = expected_counts(make_ground_truth(shape, rng), psf)
+    lo, hi = percentile_range(add_noise(expected, rng), norm)
+    steps = range(40)  # within the first volume's life
+    a = np.stack([fixed.batch(s, 1, seed=0)[0][0, 0].numpy() for s in steps])
+    b = np.stack([fresh.batch(s, 1, seed=0)[0][0, 0].numpy() for s in steps])
+    assert all(np.array_equal(a[0], p) for p in a)  # one realization, again and again
+    counts = b.astype(np.float64) * (hi - lo) + lo
+    assert np.abs(counts.mean(0) - expected).mean() < 0.3 * np.sqrt(expected).mean()
+    assert counts.var(0).mean() == pytest.approx(expected.mean() + 0.5**2, rel=0.1)
+    for s in (0, 7):  # truths are untouched
+        np.testing.assert_array_equal(fixed.batch(s, 1, 0)[1], fresh.batch(s, 1, 0)[1])
+
+
+def test_noise_choice_is_recorded_and_old_runs_resume_with_fixed_noise(tmp_path, psf_file):
+    train(config(psf_file, noise="fresh"), tmp_path / "fresh")
+    assert json.loads((tmp_path / "fresh" / "data.json").read_text())["noise"] == "fresh"
+    train(config(psf_file, noise="fixed"), tmp_path / "fixed")
+    assert any(not torch.equal(v, weights(tmp_path / "fixed")[k])
+               for k, v in weights(tmp_path / "fresh").items())  # fmt: skip
+    old = train_as_recorded_before(psf_file, tmp_path / "old", "noise", noise="fixed")
+    assert_same_weights(weights(tmp_path / "fixed"), weights(old))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -21,8 +21,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deconv.errors import DeconvError
 from deconv.io import read_image
-from deconv.normalization import normalize
-from deconv.synth import STRUCTURE_CLASSES, SynthConfig, pair_seed, simulate_pair
+from deconv.normalization import normalize, percentile_range
+from deconv.synth import (
+    STRUCTURE_CLASSES,
+    SynthConfig,
+    add_noise,
+    expected_counts,
+    make_ground_truth,
+    pair_seed,
+    simulate_pair,
+)
 from deconv.zoo.card import Normalization
 
 VALIDATION_SEED_OFFSET = 1_000_000  # validation volumes never share a seed with training
@@ -48,6 +56,18 @@ class DataDescription(BaseModel):
     flip_axes: tuple[int, ...] | None = None
     """Axes training patches were randomly flipped along (None in records written before
     the choice existed: every axis)."""
+    noise: Literal["fresh", "fixed"] | None = None
+    """Synthetic data: a new noise draw for every patch, or one per pool volume (None in
+    records written before the choice existed: fixed)."""
+
+
+class _NoiseFree(NamedTuple):
+    """A pool volume's noise-free image (counts) and the affine map of its normalisation."""
+
+    expected: np.ndarray
+    low: float
+    span: float
+    synth: SynthConfig
 
 
 class PatchSource:
@@ -74,9 +94,10 @@ class PatchSource:
 
     def batch(self, step: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([seed, step])
+        noise = np.random.default_rng([seed, step, 2])  # own stream: crops do not depend on it
         raws, gts = [], []
         for _ in range(size):
-            raw, gt = self._patch(rng)
+            raw, gt = self._patch(rng, noise)
             raws.append(raw)
             gts.append(gt)
         raw_batch, gt_batch = np.stack(raws)[:, None], np.stack(gts)[:, None]
@@ -92,12 +113,15 @@ class PatchSource:
             raw_batch, gt_batch = raw_batch * factors, gt_batch * factors
         return torch.from_numpy(raw_batch), torch.from_numpy(gt_batch)
 
-    def _patch(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def _patch(
+        self, rng: np.random.Generator, noise: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
         """A random crop with random flips along ``flip_axes``; crops much darker than their
         volume are redrawn (at most 10 times), as the RLN paper does, so batches are not
         mostly background. A coin is tossed for every axis, flipped or not, so the crops and
         the other flips do not depend on which axes may flip."""
-        raw, gt = self.pairs[int(rng.integers(len(self.pairs)))]
+        index = int(rng.integers(len(self.pairs)))
+        gt = self.pairs[index][1]
         size = [min(p, s) for p, s in zip(self.patch, gt.shape)]
         mean = float(gt.mean())
         for _ in range(10):
@@ -105,16 +129,30 @@ class PatchSource:
             region = tuple(slice(c, c + p) for c, p in zip(corner, size))
             if float(gt[region].mean()) >= 0.8 * mean:
                 break
-        r, g = raw[region], gt[region]
+        r, g = self._raw_crop(index, region, noise), gt[region]
         for axis in range(r.ndim):
             if rng.random() < 0.5 and axis in self.flip_axes:
                 r, g = np.flip(r, axis), np.flip(g, axis)
         return np.ascontiguousarray(r), np.ascontiguousarray(g)
 
+    def _raw_crop(
+        self, index: int, region: tuple[slice, ...], noise: np.random.Generator
+    ) -> np.ndarray:
+        return self.pairs[index][0][region]
+
 
 class SyntheticPool(PatchSource):
     """Mixed-structure volumes blurred by the PSF; one volume is replaced every
-    ``refresh_every`` steps."""
+    ``refresh_every`` steps.
+
+    ``fresh_noise``: every patch gets its own Poisson and read noise, drawn from the
+    volume's noise-free image, instead of a crop of the volume's one noisy realization.
+    With the 3D defaults (8 volumes of 64x128x128, one replaced every 50 steps, batches of
+    4 patches of 32x48x48) a volume lives 400 steps and each voxel is drawn ~14 times, so
+    with one realization the network sees the same noise again and again. A patch's fresh
+    draw costs ~3 ms (a 3D step: seconds). The normalisation stays that of one whole-volume
+    realization, which is what the percentiles of test data see.
+    """
 
     def __init__(
         self,
@@ -129,16 +167,19 @@ class SyntheticPool(PatchSource):
         refresh_every: int = REFRESH_EVERY,
         photon_scale: tuple[float, float] | None = None,
         flip_axes: Sequence[int] | None = None,
+        fresh_noise: bool = False,
     ) -> None:
         self.psf, self.volume_shape = psf, tuple(volume_shape)
+        self.fresh_noise = fresh_noise
         self.refresh_every = int(refresh_every)
         self.photon_scale = photon_scale
         self.normalization, self.seed = normalization, seed
         self.synth = synth or SynthConfig()
         self.pool_size = pool_size
         self._generation = 0
-        pairs = [self._make(i) for i in range(pool_size)]
-        super().__init__(pairs, patch, intensity_scale, flip_axes)
+        drawn = [self._make(i) for i in range(pool_size)]
+        self._noise_free = [noise_free for _, noise_free in drawn]
+        super().__init__([pair for pair, _ in drawn], patch, intensity_scale, flip_axes)
 
     def photon_level(self, index: int) -> float:
         """Photons per unit truth of pool volume ``index`` (its own random stream, so the
@@ -149,10 +190,30 @@ class SyntheticPool(PatchSource):
         rng = np.random.default_rng([pair_seed(self.seed, index), 1])
         return float(np.exp(rng.uniform(lo, hi)))
 
-    def _make(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def _make(self, index: int) -> tuple[tuple[np.ndarray, np.ndarray], _NoiseFree | None]:
+        """Pool volume ``index``, normalised, and what fresh noise is drawn from (the same
+        phantom and first realization as :func:`deconv.synth.simulate_pair`)."""
         synth = self.synth.model_copy(update={"photon_scale": self.photon_level(index)})
-        raw, gt = simulate_pair(self.volume_shape, self.psf, pair_seed(self.seed, index), synth)
-        return normalize(raw, self.normalization), normalize(gt, self.normalization)
+        seed = pair_seed(self.seed, index)
+        if not self.fresh_noise:
+            raw, gt = simulate_pair(self.volume_shape, self.psf, seed, synth)
+            return (normalize(raw, self.normalization), normalize(gt, self.normalization)), None
+        rng = np.random.default_rng(seed)
+        gt = make_ground_truth(self.volume_shape, rng, synth)
+        expected = expected_counts(gt, self.psf, synth)
+        raw = add_noise(expected, rng, synth)
+        lo, hi = percentile_range(raw, self.normalization)
+        noise_free = _NoiseFree(expected.astype(np.float32), lo, max(hi - lo, 1e-6), synth)
+        return (normalize(raw, self.normalization), normalize(gt, self.normalization)), noise_free
+
+    def _raw_crop(
+        self, index: int, region: tuple[slice, ...], noise: np.random.Generator
+    ) -> np.ndarray:
+        source = self._noise_free[index]
+        if source is None:
+            return super()._raw_crop(index, region, noise)
+        counts = add_noise(source.expected[region].astype(np.float64), noise, source.synth)
+        return ((counts - np.float32(source.low)) / np.float32(source.span)).astype(np.float32)
 
     def at_step(self, step: int) -> None:
         """Bring the pool to the state it has at ``step`` (replays refreshes on resume)."""
@@ -160,7 +221,7 @@ class SyntheticPool(PatchSource):
         while self._generation < target:
             self._generation += 1
             slot = self._generation % self.pool_size
-            self.pairs[slot] = self._make(self.pool_size + self._generation)
+            self.pairs[slot], self._noise_free[slot] = self._make(self.pool_size + self._generation)
 
     def batch(self, step: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         self.at_step(step)

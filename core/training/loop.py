@@ -86,6 +86,15 @@ class TrainConfig(BaseModel):
     fine-tune without the z flips did not gain on held-out data, BENCHMARKS.md session 32,
     so this is the physically right default rather than a measured gain). ``all``: every
     axis, what runs made before this option did (and what resuming one of them keeps)."""
+    noise: Literal["fresh", "fixed"] = "fresh"
+    """Synthetic training: ``fresh`` draws new Poisson and read noise for every patch from
+    the pool volume's noise-free image, ``fixed`` crops the volume's one noisy realization
+    (what runs made before this option did, and what resuming one of them keeps). Fresh is
+    the default because it held held-out quality where fixed lost some: the same 1,500-step
+    fine-tune of the shipped 3D network scored 32.44 / 32.41 / 32.42 dB on held-out shells
+    at steps 500 / 750 / 1,500 with fresh noise, 32.24 / 32.24 / 32.35 with fixed
+    (BENCHMARKS.md, session 33). Paired data have the noise they were recorded with, so
+    this does not apply to them."""
     lr_schedule: Literal["step", "cosine"] = "step"
     """``step``: the architecture's published step decay. ``cosine``: half a cosine from the
     rate down to 1% of it at the last step. Published schedules were made for runs of 10^5
@@ -145,6 +154,7 @@ def train(
     if resume:
         recorded = run.read_json("run.json")["train"]
         recorded.setdefault("flips", "all")  # runs recorded before the option flipped every axis
+        recorded.setdefault("noise", "fixed")  # ... and had one noise draw per pool volume
         stored = TrainConfig.model_validate(recorded)
         if stored.model != config.model:
             raise DeconvError(
@@ -399,7 +409,7 @@ def _data(config: TrainConfig, card, settings, ndim: int):
             psf.data, settings["volume_shape"], settings["patch"], norm, config.seed,
             config.pool_size, synth, config.intensity_scale,
             refresh_every=config.refresh_every, photon_scale=config.photon_scale,
-            flip_axes=flip_axes,
+            flip_axes=flip_axes, fresh_noise=config.noise == "fresh",
         )  # fmt: skip
         # the held-out class of a benchmark must not choose checkpoints: validation draws
         # the training classes unless told otherwise
@@ -418,6 +428,7 @@ def _data(config: TrainConfig, card, settings, ndim: int):
             validation_structures=validation_classes,
             seed=config.seed,
             flip_axes=flip_axes,
+            noise=config.noise,
         )
         return source, validation, description, psf
     files = paired_files(config.data)
