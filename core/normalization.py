@@ -24,5 +24,11 @@ def percentile_range(image: np.ndarray, normalization: Normalization) -> tuple[f
 def normalize(image: np.ndarray, normalization: Normalization) -> np.ndarray:
     """Per-image normalisation of the model card, in float32."""
     image = np.asarray(image, dtype=np.float32)
-    lo, hi = percentile_range(image, normalization)
-    return ((image - lo) / max(hi - lo, 1e-6)).astype(np.float32)
+    return rescale(image, *percentile_range(image, normalization))
+
+
+def rescale(image: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map ``low`` to 0 and ``high`` to 1, in float32: the normalisation of one image applied
+    to another (fresh noise draws of a training volume keep that volume's range)."""
+    image = np.asarray(image, dtype=np.float32)
+    return ((image - low) / max(high - low, 1e-6)).astype(np.float32)

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deconv.errors import DeconvError
 from deconv.io import read_image
-from deconv.normalization import normalize, percentile_range
+from deconv.normalization import normalize, percentile_range, rescale
 from deconv.synth import (
     STRUCTURE_CLASSES,
     SynthConfig,
@@ -62,11 +62,11 @@ class DataDescription(BaseModel):
 
 
 class _NoiseFree(NamedTuple):
-    """A pool volume's noise-free image (counts) and the affine map of its normalisation."""
+    """A pool volume's noise-free image (counts) and the range of its normalisation."""
 
     expected: np.ndarray
     low: float
-    span: float
+    high: float
     synth: SynthConfig
 
 
@@ -191,20 +191,18 @@ class SyntheticPool(PatchSource):
         return float(np.exp(rng.uniform(lo, hi)))
 
     def _make(self, index: int) -> tuple[tuple[np.ndarray, np.ndarray], _NoiseFree | None]:
-        """Pool volume ``index``, normalised, and what fresh noise is drawn from (the same
-        phantom and first realization as :func:`deconv.synth.simulate_pair`)."""
+        """Pool volume ``index``, normalised (the phantom and noise draw of
+        :func:`deconv.synth.simulate_pair`), and with fresh noise what it is drawn from."""
         synth = self.synth.model_copy(update={"photon_scale": self.photon_level(index)})
-        seed = pair_seed(self.seed, index)
-        if not self.fresh_noise:
-            raw, gt = simulate_pair(self.volume_shape, self.psf, seed, synth)
-            return (normalize(raw, self.normalization), normalize(gt, self.normalization)), None
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(pair_seed(self.seed, index))
         gt = make_ground_truth(self.volume_shape, rng, synth)
         expected = expected_counts(gt, self.psf, synth)
         raw = add_noise(expected, rng, synth)
         lo, hi = percentile_range(raw, self.normalization)
-        noise_free = _NoiseFree(expected.astype(np.float32), lo, max(hi - lo, 1e-6), synth)
-        return (normalize(raw, self.normalization), normalize(gt, self.normalization)), noise_free
+        pair = (rescale(raw, lo, hi), normalize(gt, self.normalization))
+        if not self.fresh_noise:
+            return pair, None
+        return pair, _NoiseFree(expected.astype(np.float32), lo, hi, synth)
 
     def _raw_crop(
         self, index: int, region: tuple[slice, ...], noise: np.random.Generator
@@ -213,7 +211,7 @@ class SyntheticPool(PatchSource):
         if source is None:
             return super()._raw_crop(index, region, noise)
         counts = add_noise(source.expected[region].astype(np.float64), noise, source.synth)
-        return ((counts - np.float32(source.low)) / np.float32(source.span)).astype(np.float32)
+        return rescale(counts, source.low, source.high)
 
     def at_step(self, step: int) -> None:
         """Bring the pool to the state it has at ``step`` (replays refreshes on resume)."""
