@@ -4,6 +4,7 @@
     python benchmarks/bench_quality.py --model rln2d.widefield-synthetic
     python benchmarks/bench_quality.py --model runs/candidate --classical-from old.json
     python benchmarks/bench_quality.py --model rln3d.widefield-synthetic --rl-consensus 800
+    python benchmarks/bench_quality.py --model rln3d.widefield-synthetic --rl-refine 200
 
 ``--model`` takes anything ``deconv run`` takes (pretrained name, run directory, package).
 ``--classical-from`` reuses the RL sweeps of an earlier result for the same PSF, test set
@@ -19,8 +20,9 @@ Wiener-Butterworth RL at its best count (1-40). PSNR/SSIM follow deconv.metrics 
 normalised by percentiles, prediction fitted affinely).
 
 ``--rl-consensus N`` scores the mean of the network and N RL iterations instead of the
-network alone. Choose N without the test images (e.g. RL's best count on
-``--structures`` of the training classes), or the consensus borrows the baseline's oracle.
+network alone, ``--rl-refine N`` N RL iterations started from the network's output. Choose
+N without the test images (e.g. the best count on ``--structures`` of the training classes
+and another ``--seed``), or the hybrid borrows the baseline's oracle.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from deconv.richardson_lucy import RichardsonLucy, RLConfig
 from deconv.runtime.flip_averaging import flip_averaged
 from deconv.runtime.predict import predict
 from deconv.runtime.rl_consensus import rl_consensus
+from deconv.runtime.rl_refine import fit_start
 from deconv.synth import SynthConfig, simulate_pair
 
 TEST_SEED = 987_654  # disjoint from training (seed 0 streams) and validation (+1e6)
@@ -88,6 +91,12 @@ def main() -> None:
     parser.add_argument("--rl-consensus", type=int, default=None, metavar="ITERATIONS",
                         help="score the mean of the network and RL at this count, as "
                         "`deconv run --rl-consensus`")  # fmt: skip
+    parser.add_argument("--rl-refine", type=int, default=None, metavar="ITERATIONS",
+                        help="score RL started from the network's output, as "
+                        "`deconv run --rl-refine`")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=TEST_SEED,
+                        help="first test seed; another one picks a hybrid's iteration count "
+                        "without the test images")  # fmt: skip
     parser.add_argument("--structures", default="shells",
                         help="test classes (comma list); another set than the default "
                         "shells measures the gap on classes the model did see")  # fmt: skip
@@ -97,11 +106,14 @@ def main() -> None:
     model, card, psf = source.model, source.card, source.psf.data
     shape = (64, 128, 128) if card.ndim == 3 else (256, 256)
     synth = SynthConfig(structures=tuple(args.structures.split(",")))
-    pairs = [simulate_pair(shape, psf, TEST_SEED + i, synth) for i in range(args.count)]
+    if args.rl_consensus and args.rl_refine:
+        raise SystemExit("--rl-consensus and --rl-refine score different hybrids: pick one")
+    pairs = [simulate_pair(shape, psf, args.seed + i, synth) for i in range(args.count)]
     raws, truths = [p[0] for p in pairs], [p[1] for p in pairs]
 
     classes = "shells-only, unseen class" if synth.structures == ("shells",) else args.structures
-    results = {"model": args.model, "test": f"{args.count} x {shape} {classes}"}
+    seeds = "" if args.seed == TEST_SEED else f" from seed {args.seed}"
+    results = {"model": args.model, "test": f"{args.count} x {shape} {classes}{seeds}"}
     if args.classical_from:
         earlier = json.loads(args.classical_from.read_text())
         if earlier["test"] != results["test"]:
@@ -129,6 +141,14 @@ def main() -> None:
             rl_consensus(out, rl(raw, iterations=args.rl_consensus).numpy())
             for out, raw in zip(outputs, raws)
         ]
+    if args.rl_refine:
+        results["rl_refine_iterations"] = args.rl_refine
+        rl = RichardsonLucy(psf, RLConfig(background=synth.background))
+        outputs = [
+            rl(raw, iterations=args.rl_refine,
+               start=fit_start(out, raw, psf, synth.background)).numpy()
+            for out, raw in zip(outputs, raws)
+        ]  # fmt: skip
     results["network"] = mean_scores(outputs, truths)
     best_rl = max(results["rl"]["psnr"], results["rl_wiener_butterworth"]["psnr"])
     results["gain_over_best_rl_db"] = results["network"]["psnr"] - best_rl
@@ -149,6 +169,8 @@ def main() -> None:
     label = args.model + (" with --tta" if args.tta else "")
     if args.rl_consensus:
         label += f" with --rl-consensus {args.rl_consensus}"
+    if args.rl_refine:
+        label += f" with --rl-refine {args.rl_refine}"
     print(f"| {label} | {n['psnr']:.2f} | {n['ssim']:.3f} |")
     print(f"gain over the best RL: {results['gain_over_best_rl_db']:+.2f} dB")
 

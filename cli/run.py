@@ -114,6 +114,16 @@ def run_command(
             "+1.2 dB over the best RL on 3D held-out shells at 800.",
         ),
     ] = None,
+    rl_refine: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            metavar="ITERATIONS",
+            help="Networks: run this many RL iterations with the model's PSF, started from "
+            "the network's output (--background and the RL options apply); +1.3 dB over "
+            "the best RL on 3D held-out shells at 200.",
+        ),
+    ] = None,
     dask: Annotated[
         str | None,
         typer.Option(help="Networks into .zarr: local:N workers or tcp://scheduler:8786."),
@@ -148,7 +158,7 @@ def run_command(
         device=device, output_dtype=output_dtype.value,
         uint16_scale=uint16_scale, key=key, backend=backend, precision=precision,
         tile=parse_numbers(tile, int, "--tile"), batch_size=batch_size, dask=dask, tta=tta,
-        rl_consensus=rl_consensus,
+        rl_consensus=rl_consensus, rl_refine=rl_refine,
     )  # fmt: skip
     from deconv.runtime.batch import batch_inputs, batch_output, is_batch
 

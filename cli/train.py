@@ -10,6 +10,8 @@ import typer
 
 from deconv.cli.app import Quiet, app, parse_numbers, reporter
 
+DEFAULT_STEPS = 1000
+
 
 @app.command("train")
 def train_command(
@@ -26,13 +28,14 @@ def train_command(
         typer.Option(help="Continue the run in this directory (its own options and --steps)."),
     ] = None,
     steps: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=1,
-            help="Total optimisation steps. With --resume only a larger total counts; a cosine "
-            "schedule then stretches to it, so the rate rises again (a warm restart).",
+            help="Total optimisation steps (default 1000). With --resume the run's own total, "
+            "and only a larger one counts; a cosine schedule then stretches to it, so the rate "
+            "rises again (a warm restart).",
         ),
-    ] = 1000,
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Default: the model's.")] = None,
     patch: Annotated[str | None, typer.Option(help="Patch 'z,y,x' or 'y,x'.")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate; default the model's.")] = None,
@@ -101,6 +104,14 @@ def train_command(
             help="Override a model config field, KEY=VALUE (repeatable), e.g. --set width=8.",
         ),
     ] = None,
+    time_limit: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Minutes: stop cleanly after the step that reaches them, with a checkpoint "
+            "there, ready for --resume (a lent GPU's or a queue slot's budget).",
+        ),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Train MODEL; checkpoints, metrics and a training curve go to the run directory."""
@@ -117,7 +128,9 @@ def train_command(
     scale_range = parse_numbers(intensity_scale, float, "--intensity-scale", (2,))
     photons = parse_numbers(photon_scale, float, "--photon-scale", (2,))
     config = TrainConfig(
-        model=model, model_overrides=parse_overrides(set_ or []), steps=steps,
+        model=model, model_overrides=parse_overrides(set_ or []),
+        # resuming keeps the larger of this and the run's total, so 1 keeps the run's own
+        steps=steps if steps is not None else (1 if resume else DEFAULT_STEPS),
         batch_size=batch_size, patch=parse_numbers(patch, int, "--patch"),
         learning_rate=lr, seed=seed, device=device, val_every=val_every,
         checkpoint_every=checkpoint_every, psf=str(psf) if psf else None,
@@ -130,7 +143,14 @@ def train_command(
         photon_scale=photons, precision=precision,
     )  # fmt: skip
     run_dir = resume or output
-    result = train(config, run_dir, reporter(quiet), resume=resume is not None)
+    limit = None if time_limit is None else time_limit * 60
+    result = train(config, run_dir, reporter(quiet), resume=resume is not None, time_limit=limit)
+    if result.get("stopped"):
+        typer.echo(
+            f"{run_dir}: stopped at step {result['step']} of {result['steps']} (--time-limit); "
+            f"continue with: deconv train {model} --resume {run_dir}"
+        )
+        return
     typer.echo(
         f"{run_dir}: step {result['step']}, validation PSNR {result.get('psnr', float('nan')):.2f} "
         f"dB, SSIM {result.get('ssim', float('nan')):.3f} (best {result['best_psnr']:.2f} dB)"

@@ -67,6 +67,8 @@ _SUPPORT_THRESHOLD = 1e-4
 # Unmatched back projectors have negative lobes: their B 1 wobbles around small values at
 # the rim, so they update only where they reach with at least this weight.
 _UNMATCHED_THRESHOLD = 1e-2
+# A given starting estimate is floored at this fraction of the flat start's level.
+START_FLOOR = 1e-3
 
 
 class RLConfig(BaseModel):
@@ -217,8 +219,16 @@ class RichardsonLucy:
         image: np.ndarray | torch.Tensor,
         iterations: int | None = None,
         callback: Callable[[int], None] | None = None,
+        start: np.ndarray | torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Deconvolve ``image`` of shape (*batch, *spatial); returns a tensor of that shape."""
+        """Deconvolve ``image`` of shape (*batch, *spatial); returns a tensor of that shape.
+
+        ``start`` (the image's shape, object units: background removed) replaces the flat
+        starting estimate inside the image, e.g. a network's restoration, so that the
+        iterations begin from a good guess instead of from nothing; the grown border keeps
+        the flat level. It is floored at a thousandth of that level, because a multiplicative
+        update can never raise a voxel that starts at zero.
+        """
         ndim = self.psf.ndim
         y = torch.as_tensor(image, dtype=torch.float32, device=self.device)
         if y.ndim < ndim:
@@ -229,6 +239,8 @@ class RichardsonLucy:
         n_iter = iterations or self.config.iterations
         transforms = self._transforms(plan, y.shape[0], n_iter)
         data, x = self._start(y, plan)
+        if start is not None:
+            self._replace_start(x, start, tuple(image.shape), plan)
         # per image: one bright image in a batch must not change how a dim one is treated
         peak = y.flatten(1).amax(1).reshape((-1,) + (1,) * ndim)
         floor = (self.config.floor * peak).clamp_min(1e-12)
@@ -320,6 +332,19 @@ class RichardsonLucy:
             x = plan.support * level
         return data, x
 
+    def _replace_start(self, x: torch.Tensor, start, shape: tuple[int, ...], plan: _Plan) -> None:
+        given = torch.as_tensor(start, dtype=torch.float32, device=self.device)
+        if tuple(given.shape) != shape:
+            raise DeconvError(
+                f"the starting estimate has shape {tuple(given.shape)}, the image {shape}"
+            )
+        if not bool(torch.isfinite(given).all()):
+            raise DeconvError("the starting estimate contains NaN or Inf values")
+        region = (slice(None), *plan.valid)
+        flat = x[region]
+        level = flat.flatten(1).amax(1).reshape((-1,) + (1,) * (flat.ndim - 1))
+        x[region] = torch.maximum(given.reshape(flat.shape), START_FLOOR * level)
+
     def _step(
         self, x, data, plan: _Plan, t: RLTransforms, floor: torch.Tensor, bg: float
     ) -> torch.Tensor:
@@ -384,18 +409,21 @@ def richardson_lucy(
     stack: bool = False,
     device: str | torch.device = "cpu",
     callback: Callable[[int], None] | None = None,
+    start: np.ndarray | None = None,
     **overrides,
 ) -> np.ndarray:
     """Deconvolve one image (``image.ndim == psf.ndim``) or, with ``stack``, a stack of them.
 
-    Keyword ``overrides`` are :class:`RLConfig` fields, e.g. ``iterations=30``.
+    Keyword ``overrides`` are :class:`RLConfig` fields, e.g. ``iterations=30``. ``start``
+    (the image's shape) is a first estimate of the object to iterate from instead of a flat
+    one, e.g. a network's restoration (see :mod:`deconv.runtime.rl_refine`).
     """
     config = RLConfig.model_validate({**(config or RLConfig()).model_dump(), **overrides})
     image = np.asarray(image)
     check_dimensions(image.shape, np.asarray(psf).shape, stack)
     if not np.all(np.isfinite(image)):
         raise DeconvError("the image contains NaN or Inf values")
-    result = RichardsonLucy(psf, config, device)(image, callback=callback)
+    result = RichardsonLucy(psf, config, device)(image, callback=callback, start=start)
     return result.cpu().numpy()
 
 

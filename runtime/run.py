@@ -61,6 +61,9 @@ class RunOptions(BaseModel):
     rl_consensus: int | None = Field(
         None, ge=1, description="networks: mean with this many RL iterations (model's PSF)"
     )
+    rl_refine: int | None = Field(
+        None, ge=1, description="networks: this many RL iterations started from the output"
+    )
     dask: str | None = Field(None, description="local:N or a scheduler address (Zarr output)")
 
 
@@ -97,8 +100,7 @@ def deconvolve_file(
         source = _network_source(options.model)
     check_output_path(output_path, [input_path] + ([psf_path] if psf_path else []))
     streamed = image_format(output_path) == "zarr" and not options.stack
-    if options.rl_consensus:
-        _check_rl_consensus(source, options, streamed)
+    _check_rl_hybrid(source, options, streamed)
     if source is None and streamed and options.output_dtype == "float32":
         return _stream_rl(input_path, output_path, psf_path, options, reporter)
     streamed = streamed and source is not None
@@ -156,15 +158,20 @@ def _rl_config(data, options: RunOptions, iterations: int, reporter) -> RLConfig
     return options.rl.model_copy(update={"background": float(background), "iterations": iterations})
 
 
-def _richardson_lucy(data, psf, config: RLConfig, options: RunOptions, device, reporter):
-    """RL on one image, or on each image of a ``--stack``, with a progress bar."""
+def _richardson_lucy(
+    data, psf, config: RLConfig, options: RunOptions, device, reporter, starts=None, stack=None
+):
+    """RL on one image, or on each image of a stack (``--stack``, or ``stack``), with a
+    progress bar; ``starts``, one per image, replace RL's flat starting estimates."""
+    stack = options.stack if stack is None else stack
     model = zoo.create_model("rl", psf=psf.data, config=config, device=device, fft=options.fft)
-    images = data if options.stack else data[None]
+    images = data if stack else data[None]
     result = np.empty(images.shape, dtype=np.float32)
     with reporter.progress(config.iterations * len(images), "Richardson-Lucy") as advance:
         for i, item in enumerate(images):
-            result[i] = model(item, callback=lambda _k: advance(1)).cpu().numpy()
-    return result if options.stack else result[0]
+            start = None if starts is None else starts[i]
+            result[i] = model(item, callback=lambda _k: advance(1), start=start).cpu().numpy()
+    return result if stack else result[0]
 
 
 def _check_network_input(shape, source, options: RunOptions, voxel_size, reporter) -> None:
@@ -197,15 +204,31 @@ def _check_network_input(shape, source, options: RunOptions, voxel_size, reporte
             )
 
 
-def _check_rl_consensus(source, options: RunOptions, streamed: bool) -> None:
+def _rl_hybrid(options: RunOptions) -> tuple[str, int] | None:
+    """Which network-and-RL hybrid was asked for, as (flag, RL iterations)."""
+    if options.rl_consensus and options.rl_refine:
+        raise DeconvError("--rl-consensus and --rl-refine are two ways of combining a network "
+                          "with RL: pick one")  # fmt: skip
+    if options.rl_consensus:
+        return "--rl-consensus", options.rl_consensus
+    if options.rl_refine:
+        return "--rl-refine", options.rl_refine
+    return None
+
+
+def _check_rl_hybrid(source, options: RunOptions, streamed: bool) -> None:
+    hybrid = _rl_hybrid(options)
+    if hybrid is None:
+        return
+    flag = hybrid[0]
     if source is None:
-        raise DeconvError("--rl-consensus averages a trained network with RL; --model rl is "
+        raise DeconvError(f"{flag} combines a trained network with RL; --model rl is "
                           "RL alone: pick a network with --model")  # fmt: skip
     if source.psf is None:
-        raise DeconvError(f"--rl-consensus runs RL with the model's PSF, and {options.model} "
+        raise DeconvError(f"{flag} runs RL with the model's PSF, and {options.model} "
                           "carries none")  # fmt: skip
     if streamed or options.dask:
-        raise DeconvError("--rl-consensus fits the network to RL over the whole image, which "
+        raise DeconvError(f"{flag} fits the network to the data over the whole image, which "
                           "needs it in memory: write a .tif output, without --dask")  # fmt: skip
 
 
@@ -345,11 +368,11 @@ def _run_network(data, voxel_size, source, options: RunOptions, device, reporter
 
     card = source.card
     _check_network_input(data.shape, source, options, voxel_size, reporter)
-    consensus_psf = None
-    if options.rl_consensus:  # before the network runs: the image must suit RL with this PSF
-        consensus_psf = psf_for_image(source.psf, _spatial(voxel_size, card.ndim),
-                                      notify=reporter.info)  # fmt: skip
-        check_dimensions(data.shape, consensus_psf.data.shape, options.stack)
+    hybrid_psf = None
+    if _rl_hybrid(options):  # before the network runs: the image must suit RL with this PSF
+        hybrid_psf = psf_for_image(source.psf, _spatial(voxel_size, card.ndim),
+                                   notify=reporter.info)  # fmt: skip
+        check_dimensions(data.shape, hybrid_psf.data.shape, options.stack)
     backend = make_backend(source, options.backend, device, options.precision, tta=options.tta)
     reporter.info(f"backend: {backend.describe()}")
     images = data if options.stack else data[None]
@@ -375,21 +398,28 @@ def _run_network(data, voxel_size, source, options: RunOptions, device, reporter
             advance(1)
     result = result if options.stack else result[0]
     record = _network_record(source, options)
-    if consensus_psf is not None:
-        result, config = _with_rl_consensus(data, result, consensus_psf, options, device, reporter)
+    if hybrid_psf is not None:
+        result, config = _with_rl(data, result, hybrid_psf, options, device, reporter)
         record["deconv.run"]["rl"] = config.model_dump(mode="json")
     return result, record
 
 
-def _with_rl_consensus(data, network, psf, options: RunOptions, device, reporter):
-    """``--rl-consensus``: RL with the model's own PSF, then the mean of the two (per image)."""
+def _with_rl(data, network, psf, options: RunOptions, device, reporter):
+    """The hybrids, per image, with RL on the model's own PSF: ``--rl-consensus`` (the mean
+    of the network and RL) or ``--rl-refine`` (RL started from the network's output)."""
     from deconv.runtime.rl_consensus import rl_consensus
+    from deconv.runtime.rl_refine import fit_start
 
-    config = _rl_config(data, options, options.rl_consensus, reporter)
-    rl = _richardson_lucy(data, psf, config, options, device, reporter)
-    if options.stack:
-        return np.stack([rl_consensus(n, r) for n, r in zip(network, rl)]), config
-    return rl_consensus(network, rl), config
+    flag, iterations = _rl_hybrid(options)
+    config = _rl_config(data, options, iterations, reporter)
+    images, outputs = (data, network) if options.stack else (data[None], network[None])
+    if flag == "--rl-refine":
+        starts = [fit_start(n, d, psf.data, config.background) for n, d in zip(outputs, images)]
+        rl = _richardson_lucy(images, psf, config, options, device, reporter, starts, stack=True)
+    else:
+        rl = _richardson_lucy(images, psf, config, options, device, reporter, stack=True)
+        rl = np.stack([rl_consensus(n, r) for n, r in zip(outputs, rl)])
+    return (rl if options.stack else rl[0]), config
 
 
 def _spatial(voxel_size: Sequence[float] | None, ndim: int) -> tuple[float, ...] | None:

@@ -85,9 +85,11 @@ def test_flat_image_with_background_is_a_fixed_point(psf2d):
     np.testing.assert_allclose(out, 100.0, rtol=1e-3)
 
 
-def _periodic_rl(image: np.ndarray, psf: np.ndarray, iterations: int) -> np.ndarray:
+def _periodic_rl(
+    image: np.ndarray, psf: np.ndarray, iterations: int, start: np.ndarray | None = None
+) -> np.ndarray:
     """Textbook circulant RL with scipy's wrap-around convolution (the behaviour to avoid)."""
-    x = np.full_like(image, image.mean())
+    x = np.full_like(image, image.mean()) if start is None else start.copy()
     mirror = psf[::-1, ::-1]
     for _ in range(iterations):
         blurred = ndimage.convolve(x, psf, mode="wrap")
@@ -317,3 +319,51 @@ def test_periodic_boundary_equals_textbook_circulant_rl(psf2d):
     ours = richardson_lucy(image, psf2d.data, iterations=5, boundary="periodic")
     reference = _periodic_rl(image.astype(np.float64), psf2d.data.astype(np.float64), 5)
     np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-5 * reference.max())
+
+
+# ---- a given starting estimate -----------------------------------------------------------------
+
+
+def test_periodic_rl_from_a_start_equals_textbook_rl_from_it(psf2d):
+    rng = np.random.default_rng(8)
+    image = rng.uniform(0.5, 1.5, size=(40, 44)).astype(np.float32)
+    start = rng.uniform(0.2, 2.0, size=image.shape).astype(np.float32)
+    ours = richardson_lucy(image, psf2d.data, iterations=5, boundary="periodic", start=start)
+    reference = _periodic_rl(image.astype(np.float64), psf2d.data.astype(np.float64), 5,
+                             start.astype(np.float64))  # fmt: skip
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-5 * reference.max())
+    flat = _periodic_rl(image.astype(np.float64), psf2d.data.astype(np.float64), 5)
+    assert np.abs(ours - flat).max() > 1e-2 * flat.max()  # the start did change the result
+
+
+@pytest.mark.parametrize("boundary", ["noncirculant", "reflect", "zero"])
+def test_a_start_at_the_flat_level_is_the_default_run(rng, psf3d, boundary):
+    image = rng.uniform(20.0, 80.0, size=(12, 24, 20)).astype(np.float32)
+    default = richardson_lucy(image, psf3d.data, iterations=4, boundary=boundary, background=10)
+    level = np.full(image.shape, image.mean() - 10.0, np.float32)
+    started = richardson_lucy(image, psf3d.data, iterations=4, boundary=boundary,
+                              background=10, start=level)  # fmt: skip
+    np.testing.assert_allclose(started, default, rtol=1e-5)
+
+
+def test_the_truth_is_a_fixed_point_when_it_explains_the_data(psf2d):
+    rng = np.random.default_rng(9)
+    truth = ndimage.gaussian_filter(rng.uniform(0.0, 100.0, size=(48, 48)), 2.0) + 5.0
+    psf = psf2d.data.astype(np.float64) / psf2d.data.sum()
+    data = ndimage.convolve(truth, psf, mode="wrap") + 30.0
+    out = richardson_lucy(data.astype(np.float32), psf2d.data, iterations=20,
+                          boundary="periodic", background=30.0, start=truth)  # fmt: skip
+    np.testing.assert_allclose(out, truth, rtol=2e-4)
+    flat = richardson_lucy(data.astype(np.float32), psf2d.data, iterations=20,
+                           boundary="periodic", background=30.0)  # fmt: skip
+    assert np.abs(flat - truth).max() > 100 * np.abs(out - truth).max()
+
+
+def test_a_start_that_does_not_fit_the_image_is_refused(rng, psf2d):
+    image = rng.uniform(1.0, 2.0, size=(24, 24)).astype(np.float32)
+    with pytest.raises(DeconvError, match=r"starting estimate has shape \(24, 20\), the image"):
+        richardson_lucy(image, psf2d.data, iterations=2, start=np.ones((24, 20)))
+    bad = np.ones((24, 24))
+    bad[3, 4] = np.nan
+    with pytest.raises(DeconvError, match="starting estimate contains NaN"):
+        richardson_lucy(image, psf2d.data, iterations=2, start=bad)

@@ -47,19 +47,25 @@ def rings(tmp_path_factory):
     return image, psf_file, gt
 
 
+def run_each(capsys, folder, image, variants: dict[str, list[str]]) -> dict:
+    """``deconv run`` of ``image`` once per named argument list (background 30), read back."""
+    outputs = {}
+    for name, args in variants.items():
+        out = folder / f"{name}.tif"
+        code, _, err = call(capsys, "run", str(image), "-o", str(out), *args,
+                            "--background", "30", "-q")  # fmt: skip
+        assert code == 0, err
+        outputs[name] = read_image(out)
+    return outputs
+
+
 def test_run_writes_the_mean_of_the_network_run_and_the_rl_run(tmp_path, capsys, rings):
     image, psf_file, gt = rings
-    common = ["--background", "30", "-q"]
-    outputs = {}
-    for name, args in {
+    outputs = run_each(capsys, tmp_path, image, {
         "network": ["--model", MODEL],
         "rl": ["--model", "rl", "--psf", str(psf_file), "--iterations", "100"],
         "consensus": ["--model", MODEL, "--rl-consensus", "100"],
-    }.items():
-        out = tmp_path / f"{name}.tif"
-        code, _, err = call(capsys, "run", str(image), "-o", str(out), *args, *common)
-        assert code == 0, err
-        outputs[name] = read_image(out)
+    })  # fmt: skip
     network, rl = outputs["network"].data, outputs["rl"].data
     consensus = outputs["consensus"]
     np.testing.assert_allclose(consensus.data, rl_consensus(network, rl), rtol=1e-4,

@@ -134,6 +134,27 @@ def test_resume_continues_exactly(tmp_path, psf_file):
     assert steps == [3, 6]
 
 
+def test_time_limit_stops_resumably_and_resuming_matches_uninterrupted(tmp_path, psf_file, capsys):
+    from deconv.cli import main
+
+    train(config(psf_file, ema_decay=0.9), tmp_path / "straight")
+    split = tmp_path / "split"
+    first = train(config(psf_file, ema_decay=0.9), split, time_limit=0)
+    assert (first["stopped"], first["step"], first["steps"]) == (True, 1, 6)
+    assert RunDirectory(split).load_checkpoint("last")["step"] == 1  # off the checkpoint grid
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "rln3d_tiny", "--resume", str(split), "--time-limit", "0", "--quiet"])
+    assert exit_info.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert f"stopped at step 2 of 6 (--time-limit); continue with: deconv train rln3d_tiny " \
+        f"--resume {split}" in out  # fmt: skip
+    assert train(config(psf_file), split, resume=True, time_limit=3600)["step"] == 6
+    assert_same_weights(weights(tmp_path / "straight"), weights(split))
+    ema = {k: v for k, v in RunDirectory(split).load_checkpoint("last")["ema"].items()}
+    assert_same_weights(RunDirectory(tmp_path / "straight").load_checkpoint("last")["ema"], ema)
+    assert [r["step"] for r in RunDirectory(split).metrics()] == [3, 6]
+
+
 def test_a_resumed_run_keeps_counting_its_training_time(tmp_path, psf_file):
     run = RunDirectory(tmp_path / "run")
     train(config(psf_file, steps=3), run.path)

@@ -148,8 +148,16 @@ def train(
     run_path: str | Path,
     reporter: Reporter = SILENT,
     resume: bool = False,
+    time_limit: float | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) a run in ``run_path``; returns the final validation metrics."""
+    """Train (or resume) a run in ``run_path``; returns the final validation metrics.
+
+    ``time_limit`` (seconds of this call) stops the run cleanly after the step that reaches
+    it, with a ``last`` checkpoint at that step, so work with a hard wall-clock budget (a
+    lent GPU, a batch-queue slot, a session) ends resumable instead of killed; the result
+    then has ``"stopped": True``. Resuming gives the same weights as an uninterrupted run.
+    """
+    invoked = time.perf_counter()
     run = RunDirectory(run_path)
     if resume:
         recorded = run.read_json("run.json")["train"]
@@ -267,9 +275,13 @@ def train(
                     best = last_metrics["psnr"]
                     state = _state(model, optimizer, scheduler, scaler, done, best, ema)
                     run.save_checkpoint("best", {**state, "seconds": time.perf_counter() - started})
-            if done % config.checkpoint_every == 0 or done == config.steps:
+            out_of_time = time_limit is not None and time.perf_counter() - invoked >= time_limit
+            if done % config.checkpoint_every == 0 or done == config.steps or out_of_time:
                 state = _state(model, optimizer, scheduler, scaler, done, best, ema)
                 run.save_checkpoint("last", {**state, "seconds": time.perf_counter() - started})
+            if out_of_time and done < config.steps:
+                return {"step": done, "steps": config.steps, "best_psnr": best, "stopped": True,
+                        **last_metrics}  # fmt: skip
     return {"step": config.steps, "best_psnr": best, **last_metrics}
 
 

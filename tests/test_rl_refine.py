@@ -1,0 +1,68 @@
+"""``--rl-refine``: RL started from a network's restoration, fitted to the data first."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.signal import fftconvolve
+
+from deconv.errors import DeconvError
+from deconv.io import read_image
+from deconv.metrics import evaluate
+from deconv.richardson_lucy import richardson_lucy
+from deconv.runtime.rl_refine import fit_start
+from tests.test_cli import call
+from tests.test_rl_consensus import MODEL, rings, run_each  # noqa: F401  (shared fixture)
+
+
+def test_fit_start_recovers_the_gain_and_offset_that_made_the_data(rng, psf2d):
+    network = rng.uniform(0.0, 1.0, size=(40, 48)).astype(np.float32)
+    psf = psf2d.data / psf2d.data.sum()
+    data = 7.5 * fftconvolve(network, psf, mode="same") + 3.0 + 30.0
+    np.testing.assert_allclose(fit_start(network, data, psf2d.data, 30.0),
+                               7.5 * network + 3.0, rtol=1e-4)  # fmt: skip
+
+
+def test_fit_start_refuses_an_output_that_does_not_explain_the_data(rng, psf2d):
+    data = rng.uniform(10.0, 20.0, size=(32, 32)).astype(np.float32)
+    with pytest.raises(DeconvError, match="fitted gain is not positive"):
+        fit_start(-data, data, psf2d.data, 0.0)
+    with pytest.raises(DeconvError, match="do not match"):
+        fit_start(data[:, :30], data, psf2d.data, 0.0)
+
+
+def test_run_writes_rl_started_from_the_fitted_network_output(tmp_path, capsys, rings):  # noqa: F811
+    image, psf_file, gt = rings
+    outputs = run_each(capsys, tmp_path, image, {
+        "network": ["--model", MODEL],
+        "rl": ["--model", "rl", "--psf", str(psf_file), "--iterations", "100"],
+        "refine": ["--model", MODEL, "--rl-refine", "25"],
+    })  # fmt: skip
+    raw, psf = read_image(image).data, read_image(psf_file).data
+    start = fit_start(outputs["network"].data, raw, psf, 30.0)
+    expected = richardson_lucy(raw, psf, iterations=25, background=30.0, start=start)
+    refined = outputs["refine"]
+    np.testing.assert_allclose(refined.data, expected, rtol=1e-4,
+                               atol=1e-4 * float(np.abs(expected).max()))  # fmt: skip
+    run = refined.extra["deconv.run"]
+    assert run["rl_refine"] == 25 and run["rl"]["iterations"] == 25
+    assert run["rl"]["background"] == 30.0
+    # the point of it: better than the network and than RL near its best count, on a class
+    # the network never saw
+    scores = {name: evaluate(image.data, gt)["psnr"] for name, image in outputs.items()}
+    assert scores["refine"] > max(scores["network"], scores["rl"]) + 0.3, scores
+
+
+def test_refine_refuses_what_it_cannot_do(tmp_path, capsys, rings):  # noqa: F811
+    image, psf_file, _ = rings
+    out = str(tmp_path / "o.tif")
+    code, _, err = call(capsys, "run", str(image), "-o", out, "--model", "rl", "--psf",
+                        str(psf_file), "--rl-refine", "50")  # fmt: skip
+    assert code == 2 and "--rl-refine combines a trained network with RL" in err
+    code, _, err = call(capsys, "run", str(image), "-o", out, "--model", MODEL,
+                        "--rl-refine", "20", "--rl-consensus", "20")  # fmt: skip
+    assert code == 2 and "pick one" in err
+    code, _, err = call(capsys, "run", str(image), "-o", str(tmp_path / "o.zarr"), "--model",
+                        MODEL, "--rl-refine", "20")  # fmt: skip
+    assert code == 2 and "needs it in memory" in err
+    assert not (tmp_path / "o.tif").exists() and not (tmp_path / "o.zarr").exists()
