@@ -25,12 +25,15 @@ def models_command(
     from deconv.zoo.pretrained import pretrained_record
 
     for name in list_models(pattern, pretrained=True):
-        psf = pretrained_record(name).psf
-        vox = ", ".join(f"{v:g}" for v in psf.voxel_size)
-        typer.echo(
-            f"{name:30s} weights for a {psf.generator} PSF: NA {psf.na}, "
-            f"{psf.wavelength_emission} µm emission, voxels ({vox}) µm"
-        )
+        typer.echo(f"{name:30s} weights for a {_psf_summary(pretrained_record(name).psf)}")
+
+
+def _psf_summary(psf) -> str:
+    vox = ", ".join(f"{v:g}" for v in psf.voxel_size)
+    return (
+        f"{psf.generator} PSF: NA {psf.na}, {psf.wavelength_emission} µm emission, "
+        f"voxels ({vox}) µm"
+    )
 
 
 @app.command("info")
@@ -54,6 +57,13 @@ def info_command(name: Annotated[str, typer.Argument(help="Model name, e.g. rln3
     if card.trainable:  # what `deconv train --set KEY=VALUE` can change
         fields = create_model(name).config.model_dump(exclude={"architecture"})
         lines.append("config            " + ", ".join(f"{k}={v}" for k, v in fields.items()))
+    if "." in name:  # shipped weights: what they were trained for and how to run them best
+        from deconv.zoo.pretrained import pretrained_record
+
+        record = pretrained_record(name)
+        lines.append(f"trained for       a {_psf_summary(record.psf)}")
+        if record.rl_refine:
+            lines.append(f"--rl-refine auto  {record.rl_refine} RL iterations from its output")
     lines += [
         f"cite              {c.text}" + (f" doi:{c.doi}" if c.doi else "") for c in card.citation
     ]

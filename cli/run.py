@@ -115,13 +115,13 @@ def run_command(
         ),
     ] = None,
     rl_refine: Annotated[
-        int | None,
+        str | None,
         typer.Option(
-            min=1,
-            metavar="ITERATIONS",
+            metavar="ITERATIONS|auto",
             help="Networks: run this many RL iterations with the model's PSF, started from "
-            "the network's output (--background and the RL options apply); +1.3 dB over "
-            "the best RL on 3D held-out shells at 200.",
+            "the network's output (--background and the RL options apply); 'auto': the "
+            "count recorded with shipped weights (200 for rln3d.widefield-synthetic: +1.3 dB "
+            "over the best RL on 3D held-out shells).",
         ),
     ] = None,
     dask: Annotated[
@@ -146,6 +146,13 @@ def run_command(
             background = float(background)
         except ValueError:
             raise DeconvError(f"--background: a number or 'auto', not {background!r}") from None
+    if rl_refine is not None and rl_refine != "auto":
+        try:
+            rl_refine = int(rl_refine)
+        except ValueError:
+            rl_refine = 0
+        if rl_refine < 1:
+            raise DeconvError("--rl-refine: a number of iterations >= 1 or 'auto'")
     options = RunOptions(
         model=model,
         rl=RLConfig(

@@ -4,7 +4,7 @@ A synthetic 3D sample (mixed structures) is imaged through the default widefield
 (NA 1.4 oil, 520 nm emission, 65 nm pixels, 200 nm steps) with Poisson and read noise, then
 restored by traditional Richardson-Lucy (30 iterations), by RL with the Wiener-Butterworth
 back projector (3 iterations), by the shipped RLN trained for that PSF on synthetic data, and
-by RL started from the RLN's output (``deconv run --rl-refine``, 200 iterations).
+by RL started from the RLN's output (``deconv run --rl-refine auto``: 200 iterations).
 Every input and result is written as a TIFF a microscopist can open in Fiji, with a PNG that
 compares them against the ground truth.
 """
@@ -27,7 +27,6 @@ from deconv.zoo import list_models
 DEMO_SHAPE = (48, 128, 128)
 DEMO_SEED = 0
 DEMO_NETWORK = "rln3d.widefield-synthetic"
-DEMO_REFINE = 200  # RL iterations from the network's output: the 3D network's count
 
 
 def _network(raw):
@@ -44,12 +43,20 @@ def _network(raw):
     return output, time.perf_counter() - start
 
 
+def _refine_iterations() -> int:
+    """The count the shipped weights record for ``--rl-refine auto``."""
+    from deconv.zoo.pretrained import pretrained_record
+
+    return pretrained_record(DEMO_NETWORK).rl_refine or 200
+
+
 def _refined(raw, network, psf, background: float, reporter: Reporter):
     """RL started from the network's output, as ``deconv run --rl-refine``."""
     from deconv.runtime.rl_refine import fit_start
 
-    model = RichardsonLucy(psf, RLConfig(iterations=DEMO_REFINE, background=background))
-    with reporter.progress(DEMO_REFINE, "RLN + RL refine") as advance:
+    iterations = _refine_iterations()
+    model = RichardsonLucy(psf, RLConfig(iterations=iterations, background=background))
+    with reporter.progress(iterations, "RLN + RL refine") as advance:
         start = time.perf_counter()
         first = fit_start(network, raw, psf, background)
         refined = model(raw, callback=lambda _k: advance(1), start=first).numpy()
@@ -96,7 +103,7 @@ def run_demo(out_dir: str | Path = "deconv-demo", reporter: Reporter = SILENT) -
         "rl": "RL, 30 iterations",
         "rl_wiener_butterworth": "RL Wiener-Butterworth, 3 it.",
         "rln": f"RLN ({DEMO_NETWORK})",
-        "rln_rl_refine": f"RLN + {DEMO_REFINE} RL it. (--rl-refine)",
+        "rln_rl_refine": f"RLN + {_refine_iterations()} RL it. (--rl-refine auto)",
     }
     panels = [
         (f"{titles[k]}\nPSNR {v['psnr']:.2f} dB  SSIM {v['ssim']:.3f}", outputs[k])

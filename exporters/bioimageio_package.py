@@ -270,6 +270,14 @@ def _documentation(source: ModelSource, name: str, checks: list[Agreement], path
             "only on data acquired with this PSF and voxel size.",
             "",
         ]
+        if source.rl_refine:
+            lines += [
+                "With `deconv`, `deconv run IMAGE -o OUT --model THIS.zip --rl-refine auto` "
+                f"also runs {source.rl_refine} Richardson-Lucy iterations with this PSF, started "
+                "from the network's output: better than either alone on every structure class "
+                "measured (`config.deconv.rl_refine`).",
+                "",
+            ]
     if source.training:
         steps = source.training.get("steps")
         data = source.training.get("data", {})
@@ -366,6 +374,7 @@ def build_description(
         metrics=source.metrics,
         tolerances=tolerances,
         source=source.origin,
+        rl_refine=source.rl_refine,
         checks=[
             WeightsCheck(
                 weights_format=c.check,

@@ -61,3 +61,9 @@ class DeconvPackageConfig(BaseModel):
     )
     checks: list[WeightsCheck] = Field(default_factory=list)
     source: str = Field("", description="what was packaged: pretrained name or run directory")
+    rl_refine: int | None = Field(
+        None,
+        ge=1,
+        description="RL iterations `deconv run --rl-refine auto` runs from the output (with "
+        "the PSF above), as the shipped weights record them",
+    )

@@ -223,4 +223,5 @@ def load_package(path: str | Path, trust_code: bool = False) -> ModelSource:
         metrics=config.metrics,
         origin=f"package {path.name}",
         sha256=sha256_of(path) if path.is_file() else None,
+        rl_refine=config.rl_refine,
     )

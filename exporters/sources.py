@@ -38,6 +38,8 @@ class ModelSource:
     origin: str = ""
     sha256: str | None = None
     """sha256 of the source file (package zip), recorded in TensorRT engine sidecars."""
+    rl_refine: int | None = None
+    """RL iterations that ``--rl-refine auto`` runs from this network's output, where known."""
 
 
 def sha256_of(path: Path) -> str:
@@ -80,6 +82,7 @@ def from_pretrained(name: str) -> ModelSource:
             if k.startswith("validation_")
         },
         origin=f"pretrained weights {name}",
+        rl_refine=record.rl_refine,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -61,8 +61,10 @@ class RunOptions(BaseModel):
     rl_consensus: int | None = Field(
         None, ge=1, description="networks: mean with this many RL iterations (model's PSF)"
     )
-    rl_refine: int | None = Field(
-        None, ge=1, description="networks: this many RL iterations started from the output"
+    rl_refine: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
+        None,
+        description="networks: this many RL iterations started from the output ('auto': "
+        "the count the shipped weights record)",
     )
     dask: str | None = Field(None, description="local:N or a scheduler address (Zarr output)")
 
@@ -204,26 +206,32 @@ def _check_network_input(shape, source, options: RunOptions, voxel_size, reporte
             )
 
 
-def _rl_hybrid(options: RunOptions) -> tuple[str, int] | None:
+def _rl_hybrid(options: RunOptions, source) -> tuple[str, int] | None:
     """Which network-and-RL hybrid was asked for, as (flag, RL iterations)."""
     if options.rl_consensus and options.rl_refine:
         raise DeconvError("--rl-consensus and --rl-refine are two ways of combining a network "
                           "with RL: pick one")  # fmt: skip
     if options.rl_consensus:
         return "--rl-consensus", options.rl_consensus
+    if options.rl_refine == "auto":
+        if source is None or source.rl_refine is None:
+            raise DeconvError(
+                f"--rl-refine auto takes the count recorded with shipped weights, and "
+                f"{options.model} records none: give a number"
+            )
+        return "--rl-refine", source.rl_refine
     if options.rl_refine:
         return "--rl-refine", options.rl_refine
     return None
 
 
 def _check_rl_hybrid(source, options: RunOptions, streamed: bool) -> None:
-    hybrid = _rl_hybrid(options)
-    if hybrid is None:
-        return
-    flag = hybrid[0]
-    if source is None:
+    flag = "--rl-refine" if options.rl_refine else "--rl-consensus"
+    if source is None and (options.rl_refine or options.rl_consensus):
         raise DeconvError(f"{flag} combines a trained network with RL; --model rl is "
                           "RL alone: pick a network with --model")  # fmt: skip
+    if _rl_hybrid(options, source) is None:
+        return
     if source.psf is None:
         raise DeconvError(f"{flag} runs RL with the model's PSF, and {options.model} "
                           "carries none")  # fmt: skip
@@ -369,7 +377,7 @@ def _run_network(data, voxel_size, source, options: RunOptions, device, reporter
     card = source.card
     _check_network_input(data.shape, source, options, voxel_size, reporter)
     hybrid_psf = None
-    if _rl_hybrid(options):  # before the network runs: the image must suit RL with this PSF
+    if _rl_hybrid(options, source):  # before the network runs: the image must suit RL with this PSF
         hybrid_psf = psf_for_image(source.psf, _spatial(voxel_size, card.ndim),
                                    notify=reporter.info)  # fmt: skip
         check_dimensions(data.shape, hybrid_psf.data.shape, options.stack)
@@ -399,18 +407,20 @@ def _run_network(data, voxel_size, source, options: RunOptions, device, reporter
     result = result if options.stack else result[0]
     record = _network_record(source, options)
     if hybrid_psf is not None:
-        result, config = _with_rl(data, result, hybrid_psf, options, device, reporter)
+        result, config = _with_rl(data, result, hybrid_psf, source, options, device, reporter)
         record["deconv.run"]["rl"] = config.model_dump(mode="json")
+        if options.rl_refine:  # the count that ran, also for 'auto'
+            record["deconv.run"]["rl_refine"] = config.iterations
     return result, record
 
 
-def _with_rl(data, network, psf, options: RunOptions, device, reporter):
+def _with_rl(data, network, psf, source, options: RunOptions, device, reporter):
     """The hybrids, per image, with RL on the model's own PSF: ``--rl-consensus`` (the mean
     of the network and RL) or ``--rl-refine`` (RL started from the network's output)."""
     from deconv.runtime.rl_consensus import rl_consensus
     from deconv.runtime.rl_refine import fit_start
 
-    flag, iterations = _rl_hybrid(options)
+    flag, iterations = _rl_hybrid(options, source)
     config = _rl_config(data, options, iterations, reporter)
     images, outputs = (data, network) if options.stack else (data[None], network[None])
     if flag == "--rl-refine":

@@ -104,6 +104,8 @@ def test_package_reloads_to_the_same_network(shipped_package):
         assert np.array_equal(a.numpy(), b.numpy()), k
     assert source.psf is not None and source.psf.data.shape == tuple(original.psf.metadata.shape)
     np.testing.assert_allclose(source.psf.data, original.psf.data, rtol=1e-6)
+    # `--rl-refine auto` runs the same count from the package as from the shipped name
+    assert source.rl_refine == original.rl_refine == pretrained_record(SHIPPED).rl_refine == 200
 
 
 def test_tampered_weights_fail_on_their_sha256(shipped_package, tmp_path):

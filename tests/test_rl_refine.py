@@ -11,7 +11,7 @@ from deconv.io import read_image
 from deconv.metrics import evaluate
 from deconv.richardson_lucy import richardson_lucy
 from deconv.runtime.rl_refine import fit_start
-from tests.test_cli import call
+from tests.test_cli import assert_clean_failure, call
 from tests.test_rl_consensus import MODEL, rings, run_each  # noqa: F401  (shared fixture)
 
 
@@ -66,3 +66,37 @@ def test_refine_refuses_what_it_cannot_do(tmp_path, capsys, rings):  # noqa: F81
                         MODEL, "--rl-refine", "20")  # fmt: skip
     assert code == 2 and "needs it in memory" in err
     assert not (tmp_path / "o.tif").exists() and not (tmp_path / "o.zarr").exists()
+
+
+def test_auto_runs_the_count_the_shipped_weights_record(tmp_path, capsys, rings):  # noqa: F811
+    from deconv.zoo.pretrained import pretrained_record
+
+    image, _, _ = rings
+    recorded = pretrained_record(MODEL).rl_refine
+    assert recorded == 25  # chosen on validation images of the training classes (BENCHMARKS)
+    outputs = run_each(capsys, tmp_path, image, {
+        "auto": ["--model", MODEL, "--rl-refine", "auto"],
+        "explicit": ["--model", MODEL, "--rl-refine", str(recorded)],
+    })  # fmt: skip
+    np.testing.assert_array_equal(outputs["auto"].data, outputs["explicit"].data)
+    assert outputs["auto"].extra["deconv.run"]["rl_refine"] == recorded
+    code, out, _ = call(capsys, "info", MODEL)
+    assert code == 0 and f"--rl-refine auto  {recorded} RL iterations" in out
+
+
+def test_auto_needs_a_recorded_count_and_counts_must_be_whole(tmp_path, capsys, rings):  # noqa: F811
+    from dataclasses import replace
+
+    from deconv.exporters.sources import resolve_source
+    from deconv.runtime.run import RunOptions, _rl_hybrid
+
+    options = RunOptions(model="runs/mine", rl_refine="auto")
+    unrecorded = replace(resolve_source(MODEL), rl_refine=None)  # as a run directory is
+    with pytest.raises(DeconvError, match="runs/mine records none: give a number"):
+        _rl_hybrid(options, unrecorded)
+    image, _, _ = rings
+    out = tmp_path / "o.tif"
+    for bad in ("0", "many", "2.5"):
+        code, _, err = call(capsys, "run", str(image), "-o", str(out), "--model", MODEL,
+                            "--rl-refine", bad)  # fmt: skip
+        assert_clean_failure(code, err, "--rl-refine: a number of iterations >= 1 or 'auto'", out)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from deconv.errors import DeconvError
 from deconv.psf import PSFMetadata
@@ -35,6 +35,12 @@ class PretrainedRecord(BaseModel):
     training: dict[str, Any]
     metrics: dict[str, float]
     sha256: str
+    rl_refine: int | None = Field(
+        None,
+        ge=1,
+        description="RL iterations for `deconv run --rl-refine auto`, chosen on validation "
+        "images of the training classes (BENCHMARKS.md)",
+    )
 
 
 def list_pretrained() -> list[str]:
