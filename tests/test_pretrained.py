@@ -157,3 +157,6 @@ def test_export_writes_the_runs_weights_in_the_default_layout(tmp_path, monkeypa
     reference.load_state_dict(trained)
     with torch.no_grad():
         torch.testing.assert_close(model(volume), reference(volume), rtol=0, atol=0)
+    assert record.rl_refine is None  # recorded only when chosen (on validation images)
+    export_pretrained(run, "rln3d_tiny.test", command, {"validation_psnr": 1.0}, rl_refine=7)
+    assert pretrained_module.pretrained_record("rln3d_tiny.test").rl_refine == 7

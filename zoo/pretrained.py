@@ -71,9 +71,18 @@ def load_pretrained(name: str) -> tuple[torch.nn.Module, PretrainedRecord]:
 
 
 def export_pretrained(
-    run_dir: str | Path, name: str, command: str, metrics: dict[str, float], which: str = "best"
+    run_dir: str | Path,
+    name: str,
+    command: str,
+    metrics: dict[str, float],
+    which: str = "best",
+    rl_refine: int | None = None,
 ) -> Path:
-    """Copy a run's checkpoint into the package as ``name`` (how shipped weights are made)."""
+    """Copy a run's checkpoint into the package as ``name`` (how shipped weights are made).
+
+    ``rl_refine`` is the count for ``deconv run --rl-refine auto``: choose it on validation
+    images of the training classes (``benchmarks/bench_quality.py --seed``), not test data.
+    """
     import json
 
     from deconv.training.run_dir import RunDirectory, inference_state
@@ -99,6 +108,7 @@ def export_pretrained(
         },
         metrics=metrics,
         sha256=hashlib.sha256(weights.read_bytes()).hexdigest(),
+        rl_refine=rl_refine,
     )
     (WEIGHTS_DIR / f"{name}.json").write_text(json.dumps(record.model_dump(mode="json"), indent=2))
     return weights
