@@ -161,19 +161,18 @@ def _rl_config(data, options: RunOptions, iterations: int, reporter) -> RLConfig
 
 
 def _richardson_lucy(
-    data, psf, config: RLConfig, options: RunOptions, device, reporter, starts=None, stack=None
+    data, psf, config: RLConfig, options: RunOptions, device, reporter, starts=None
 ):
-    """RL on one image, or on each image of a stack (``--stack``, or ``stack``), with a
-    progress bar; ``starts``, one per image, replace RL's flat starting estimates."""
-    stack = options.stack if stack is None else stack
+    """RL on one image, or on each image of a ``--stack``, with a progress bar; ``starts``,
+    one per image, replace RL's flat starting estimates."""
     model = zoo.create_model("rl", psf=psf.data, config=config, device=device, fft=options.fft)
-    images = data if stack else data[None]
+    images = data if options.stack else data[None]
     result = np.empty(images.shape, dtype=np.float32)
     with reporter.progress(config.iterations * len(images), "Richardson-Lucy") as advance:
         for i, item in enumerate(images):
             start = None if starts is None else starts[i]
             result[i] = model(item, callback=lambda _k: advance(1), start=start).cpu().numpy()
-    return result if stack else result[0]
+    return result if options.stack else result[0]
 
 
 def _check_network_input(shape, source, options: RunOptions, voxel_size, reporter) -> None:
@@ -423,13 +422,14 @@ def _with_rl(data, network, psf, source, options: RunOptions, device, reporter):
     flag, iterations = _rl_hybrid(options, source)
     config = _rl_config(data, options, iterations, reporter)
     images, outputs = (data, network) if options.stack else (data[None], network[None])
+    starts = None
     if flag == "--rl-refine":
         starts = [fit_start(n, d, psf.data, config.background) for n, d in zip(outputs, images)]
-        rl = _richardson_lucy(images, psf, config, options, device, reporter, starts, stack=True)
-    else:
-        rl = _richardson_lucy(images, psf, config, options, device, reporter, stack=True)
-        rl = np.stack([rl_consensus(n, r) for n, r in zip(outputs, rl)])
-    return (rl if options.stack else rl[0]), config
+    rl = _richardson_lucy(data, psf, config, options, device, reporter, starts)
+    if flag == "--rl-consensus":
+        rl = np.stack([rl_consensus(n, r) for n, r in zip(outputs, rl if options.stack else [rl])])
+        rl = rl if options.stack else rl[0]
+    return rl, config
 
 
 def _spatial(voxel_size: Sequence[float] | None, ndim: int) -> tuple[float, ...] | None:

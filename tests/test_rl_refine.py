@@ -100,3 +100,21 @@ def test_auto_needs_a_recorded_count_and_counts_must_be_whole(tmp_path, capsys, 
         code, _, err = call(capsys, "run", str(image), "-o", str(out), "--model", MODEL,
                             "--rl-refine", bad)  # fmt: skip
         assert_clean_failure(code, err, "--rl-refine: a number of iterations >= 1 or 'auto'", out)
+
+
+def test_a_stack_is_refined_image_by_image(tmp_path, capsys, rings):  # noqa: F811
+    from deconv.io import write_image
+
+    image, _, _ = rings
+    raw = read_image(image)
+    planes = [raw.data, raw.data[::-1].copy()]
+    stack = write_image(tmp_path / "stack.tif", np.stack(planes),
+                        voxel_size=(1.0, *raw.voxel_size))  # fmt: skip
+    singles = {f"plane{i}": write_image(tmp_path / f"plane{i}.tif", p, voxel_size=raw.voxel_size)
+               for i, p in enumerate(planes)}  # fmt: skip
+    args = ["--model", MODEL, "--rl-refine", "auto"]
+    stacked = run_each(capsys, tmp_path / "s", stack, {"stack": [*args, "--stack"]})
+    for i, path in enumerate(singles.values()):
+        alone = run_each(capsys, tmp_path, path, {f"alone{i}": args})[f"alone{i}"]
+        np.testing.assert_allclose(stacked["stack"].data[i], alone.data, rtol=1e-5,
+                                   atol=1e-5 * float(np.abs(alone.data).max()))  # fmt: skip
