@@ -9,7 +9,8 @@ differ by more than the checkpoints do. This scores every model on the same vali
 images (the loop's own ``synthetic_validation`` with ``--seed``, pick one no run used), of
 the training classes only, so choosing between checkpoints with it never looks at the
 held-out class that ``bench_quality.py`` measures. Models are anything ``deconv run`` takes;
-the first one's PSF and normalisation draw the images (all must share the PSF).
+the first one's PSF draws the images (all must share it), and each model gets them
+normalised its own way.
 """
 
 from __future__ import annotations
@@ -46,14 +47,21 @@ def main() -> None:
             raise SystemExit(f"{name}: not trained for the PSF of {args.models[0]}")
     shape = (64, 128, 128) if first.card.ndim == 3 else (256, 256)
     classes = tuple(args.structures.split(","))
-    pairs = synthetic_validation(
-        first.psf.data, shape, first.normalization, args.seed, args.count, classes
-    )
+    drawn: dict[str, list] = {}  # the same images, normalised the way each model expects
+
+    def pairs_for(source) -> list:
+        key = source.normalization.model_dump_json()
+        if key not in drawn:
+            drawn[key] = synthetic_validation(
+                first.psf.data, shape, source.normalization, args.seed, args.count, classes
+            )
+        return drawn[key]
+
     results = {"seed": args.seed, "count": args.count, "shape": shape, "structures": classes}
     print(f"| model ({args.count} x {shape}, seed {args.seed}) | PSNR (dB) | SSIM |")
     print("| --- | --- | --- |")
     for name, source in zip(args.models, sources):
-        results[name] = scores = validation_scores(source.model, source.card, pairs)
+        results[name] = scores = validation_scores(source.model, source.card, pairs_for(source))
         print(f"| {name} | {scores['psnr']:.3f} | {scores['ssim']:.4f} |", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -93,6 +93,13 @@ def train_command(
         str | None,
         typer.Option(help="Synthetic data: photons per unit truth, log-uniform in 'LO,HI'."),
     ] = None,
+    percentiles: Annotated[
+        str | None,
+        typer.Option(
+            help="Normalise raw images by these 'LOW,HIGH' percentiles instead of the model's "
+            "(RLN: 0.01,99.8); the run records them for inference."
+        ),
+    ] = None,
     refresh_every: Annotated[
         int,
         typer.Option(help="Synthetic data: steps between new pool volumes (2D: 1 is cheap)."),
@@ -127,6 +134,7 @@ def train_command(
 
     scale_range = parse_numbers(intensity_scale, float, "--intensity-scale", (2,))
     photons = parse_numbers(photon_scale, float, "--photon-scale", (2,))
+    percentile_pair = parse_numbers(percentiles, float, "--percentiles", (2,))
     config = TrainConfig(
         model=model, model_overrides=parse_overrides(set_ or []),
         # resuming keeps the larger of this and the run's total, so 1 keeps the run's own
@@ -141,6 +149,7 @@ def train_command(
         intensity_scale=scale_range or (1.0, 1.0), ema_decay=ema,
         lr_schedule=lr_schedule, flips=flips, noise=noise, refresh_every=refresh_every,
         photon_scale=photons, precision=precision,
+        percentiles=percentile_pair,
     )  # fmt: skip
     run_dir = resume or output
     limit = None if time_limit is None else time_limit * 60

@@ -634,3 +634,47 @@ def test_noise_choice_is_recorded_and_old_runs_resume_with_fixed_noise(tmp_path,
                for k, v in weights(tmp_path / "fresh").items())  # fmt: skip
     old = train_as_recorded_before(psf_file, tmp_path / "old", "noise", noise="fixed")
     assert_same_weights(weights(tmp_path / "fixed"), weights(old))
+
+
+def test_percentiles_normalise_training_and_are_recorded_for_inference(tmp_path, psf_file):
+    from deconv.exporters.sources import resolve_source
+    from deconv.normalization import normalize
+    from deconv.synth import SynthConfig, pair_seed, simulate_pair
+    from deconv.training.data import SyntheticPool
+    from deconv.zoo import get_model_card
+
+    run = tmp_path / "p"
+    train(config(psf_file, percentiles=(0.5, 99.99), steps=2, noise="fixed"), run)
+    recorded = json.loads((run / "normalization.json").read_text())
+    assert (recorded["low"], recorded["high"]) == (0.5, 99.99)
+    assert json.loads((run / "run.json").read_text())["card"]["normalization"] == recorded
+    source = resolve_source(str(run))
+    assert (source.normalization.low, source.normalization.high) == (0.5, 99.99)
+    # the pool's first volume is the generator's sample under those percentiles, not 99.8
+    psf = tifffile.imread(psf_file)
+    pool = SyntheticPool(psf, FAST["volume_shape"], FAST["patch"], source.normalization,
+                         seed=0, pool_size=1)  # fmt: skip
+    raw, _ = simulate_pair(FAST["volume_shape"], psf, pair_seed(0, 0), SynthConfig())
+    np.testing.assert_array_equal(pool.pairs[0][0], normalize(raw, source.normalization))
+    default = get_model_card("rln3d_tiny").normalization
+    assert not np.array_equal(pool.pairs[0][0], normalize(raw, default))
+
+
+@pytest.mark.parametrize(
+    "model, value, message",
+    [
+        ("rln3d_tiny", "99.99,50", "percentiles needs 0 <= LOW < HIGH <= 100"),
+        ("rln3d_tiny", "1,101", "percentiles needs 0 <= LOW < HIGH <= 100"),
+        ("mrbcr2d_tiny", "1,99", "normalises by min_max, not by percentiles"),
+    ],
+)
+def test_bad_percentiles_are_one_clear_error(tmp_path, psf_file, capsys, model, value, message):
+    from deconv.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["train", model, "--psf", str(psf_file), "-o", str(tmp_path / "r"),
+              "--percentiles", value])  # fmt: skip
+    assert stop.value.code != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()

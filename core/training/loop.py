@@ -34,7 +34,7 @@ from deconv.training.data import (
 )
 from deconv.training.run_dir import RunDirectory
 from deconv.zoo import get_model_card, get_model_spec
-from deconv.zoo.card import TrainingDefaults
+from deconv.zoo.card import ModelCard, TrainingDefaults
 
 
 class TrainConfig(BaseModel):
@@ -108,9 +108,22 @@ class TrainConfig(BaseModel):
     2-core AVX512-BF16 machines here an RLN-3D step runs 1.34x faster, but a 2D A/B learned
     less per step (-0.17 dB validation after 6,000 steps), about what the extra steps buy
     back, so float32 stays the CPU default (BENCHMARKS.md); CPUs with AMX gain more."""
+    percentiles: tuple[float, float] | None = None
+    """The (low, high) percentiles that normalise each raw image, instead of the model's
+    own (RLN: 0.01, 99.8); recorded in the run and used wherever its weights run. A high
+    percentile of 99.8 sits on a dense sample's brightest objects but inside a sparse
+    sample's blur or background, so sparse samples reach the network several times brighter
+    than training ones; 99.99 keeps them alike (BENCHMARKS.md, session 36)."""
     init_weights: str | None = None
     """Start from these weights instead of random ones (fine-tuning): a pretrained name
     (``rln3d.widefield-synthetic``) or a run directory (its best checkpoint)."""
+
+    @field_validator("percentiles")
+    @classmethod
+    def _percentile_pair(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not 0 <= value[0] < value[1] <= 100:
+            raise ValueError(f"percentiles needs 0 <= LOW < HIGH <= 100, got {value}")
+        return value
 
     @field_validator("intensity_scale", "photon_scale")
     @classmethod
@@ -120,6 +133,21 @@ class TrainConfig(BaseModel):
         if value is not None and not 0 < value[0] <= value[1]:
             raise ValueError(f"{info.field_name} needs 0 < LO <= HI, got {value}")
         return value
+
+
+def _with_percentiles(card: ModelCard, percentiles: tuple[float, float] | None) -> ModelCard:
+    """``card`` with its normalisation's percentiles replaced (a run records the result)."""
+    if percentiles is None:
+        return card
+    if card.normalization.kind != "percentile":
+        raise DeconvError(
+            f"--percentiles: model {card.name!r} normalises by {card.normalization.kind}, "
+            "not by percentiles"
+        )
+    low, high = percentiles
+    return card.model_copy(
+        update={"normalization": card.normalization.model_copy(update={"low": low, "high": high})}
+    )
 
 
 def _device(name: str) -> torch.device:
@@ -178,6 +206,7 @@ def train(
     card = get_model_card(config.model, config.model_overrides)
     if not card.trainable or card.ndim is None:
         raise DeconvError(f"model {config.model!r} has no trainable weights")
+    card = _with_percentiles(card, config.percentiles)
     ndim = card.ndim
     settings = _resolved(config, spec.training or TrainingDefaults(patch=(32,) * ndim), ndim)
     device = _device(config.device)
