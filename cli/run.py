@@ -124,6 +124,15 @@ def run_command(
             "over the best RL on 3D held-out shells).",
         ),
     ] = None,
+    percentiles: Annotated[
+        str | None,
+        typer.Option(
+            metavar="LOW,HIGH",
+            help="Networks: normalise the input by these percentiles instead of the model's "
+            "(deconv info MODEL). For sparse samples (beads, puncta) a higher HIGH, e.g. "
+            "0.01,99.99, keeps them as bright as the training data.",
+        ),
+    ] = None,
     dask: Annotated[
         str | None,
         typer.Option(help="Networks into .zarr: local:N workers or tcp://scheduler:8786."),
@@ -166,6 +175,7 @@ def run_command(
         uint16_scale=uint16_scale, key=key, backend=backend, precision=precision,
         tile=parse_numbers(tile, int, "--tile"), batch_size=batch_size, dask=dask, tta=tta,
         rl_consensus=rl_consensus, rl_refine=rl_refine,
+        percentiles=parse_numbers(percentiles, float, "--percentiles", (2,)),
     )  # fmt: skip
     from deconv.runtime.batch import batch_inputs, batch_output, is_batch
 

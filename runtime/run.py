@@ -8,13 +8,14 @@ memory; tiled and out-of-core execution builds on this path in :mod:`deconv.runt
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deconv import zoo
 from deconv.errors import DeconvError
@@ -30,6 +31,7 @@ from deconv.psf import load_psf, psf_for_image, same_voxel_size
 from deconv.reporter import SILENT, Reporter
 from deconv.richardson_lucy import RLConfig, check_dimensions
 from deconv.rl_transforms import Engine
+from deconv.zoo.card import checked_percentiles
 
 # "auto" background: this low percentile of the image. Camera offsets dominate the darkest
 # voxels of fluorescence images; a percentile is robust to hot and dead pixels.
@@ -67,6 +69,14 @@ class RunOptions(BaseModel):
         "the count the shipped weights record)",
     )
     dask: str | None = Field(None, description="local:N or a scheduler address (Zarr output)")
+    percentiles: tuple[float, float] | None = Field(
+        None, description="networks: normalise the input by these instead of the model's"
+    )
+
+    @field_validator("percentiles")
+    @classmethod
+    def _percentile_pair(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        return None if value is None else checked_percentiles(value)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -98,8 +108,15 @@ def deconvolve_file(
     if options.model == "rl":
         if psf_path is None:
             raise DeconvError("the rl model needs a PSF: pass --psf PSF.tif")
+        if options.percentiles is not None:
+            raise DeconvError("--percentiles sets how a network's input is normalised; RL "
+                              "works on the raw counts")  # fmt: skip
     else:
         source = _network_source(options.model)
+        normalization = source.normalization.with_percentiles(
+            options.percentiles, repr(options.model)
+        )
+        source = dataclasses.replace(source, normalization=normalization)
     check_output_path(output_path, [input_path] + ([psf_path] if psf_path else []))
     streamed = image_format(output_path) == "zarr" and not options.stack
     _check_rl_hybrid(source, options, streamed)

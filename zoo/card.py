@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from deconv.errors import DeconvError
+
 
 class ModelConfig(BaseModel):
     """Base of every architecture config (subclasses add ``architecture`` and fields)."""
@@ -36,6 +38,29 @@ class Normalization(BaseModel):
     kind: Literal["percentile", "min_max", "none"] = "percentile"
     low: float = Field(0.0, ge=0, le=100, description="lower percentile")
     high: float = Field(99.8, ge=0, le=100, description="upper percentile")
+
+    def with_percentiles(
+        self, percentiles: tuple[float, float] | None, owner: str
+    ) -> Normalization:
+        """This normalisation with other (low, high) percentiles, for ``--percentiles`` of
+        ``deconv train`` and ``deconv run``: where the high one sits decides how bright a
+        sparse sample reaches the network (BENCHMARKS.md, session 36)."""
+        if percentiles is None:
+            return self
+        if self.kind != "percentile":
+            raise DeconvError(
+                f"--percentiles: {owner} normalises by {self.kind}, not by percentiles"
+            )
+        low, high = checked_percentiles(percentiles)
+        return self.model_copy(update={"low": low, "high": high})
+
+
+def checked_percentiles(value: tuple[float, float]) -> tuple[float, float]:
+    """A (low, high) percentile pair, or a ValueError saying what is wrong with it."""
+    low, high = value
+    if not 0 <= low < high <= 100:
+        raise ValueError(f"percentiles needs 0 <= LOW < HIGH <= 100, got {tuple(value)}")
+    return float(low), float(high)
 
 
 class ModelCard(BaseModel):

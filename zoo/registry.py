@@ -191,7 +191,8 @@ def get_model_card(name: str, config: dict[str, Any] | None = None) -> ModelCard
 
         record = pretrained_record(name)
         card = get_model_card(record.base_model, record.config)
-        return card.model_copy(update={"name": name})
+        # shipped weights may be trained under other percentiles than the architecture's
+        return card.model_copy(update={"name": name, "normalization": record.normalization})
     spec = _spec(name)
     if not config:
         return spec.card(name)

@@ -34,7 +34,7 @@ from deconv.training.data import (
 )
 from deconv.training.run_dir import RunDirectory
 from deconv.zoo import get_model_card, get_model_spec
-from deconv.zoo.card import ModelCard, TrainingDefaults
+from deconv.zoo.card import TrainingDefaults, checked_percentiles
 
 
 class TrainConfig(BaseModel):
@@ -121,9 +121,7 @@ class TrainConfig(BaseModel):
     @field_validator("percentiles")
     @classmethod
     def _percentile_pair(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
-        if value is not None and not 0 <= value[0] < value[1] <= 100:
-            raise ValueError(f"percentiles needs 0 <= LOW < HIGH <= 100, got {value}")
-        return value
+        return None if value is None else checked_percentiles(value)
 
     @field_validator("intensity_scale", "photon_scale")
     @classmethod
@@ -133,21 +131,6 @@ class TrainConfig(BaseModel):
         if value is not None and not 0 < value[0] <= value[1]:
             raise ValueError(f"{info.field_name} needs 0 < LO <= HI, got {value}")
         return value
-
-
-def _with_percentiles(card: ModelCard, percentiles: tuple[float, float] | None) -> ModelCard:
-    """``card`` with its normalisation's percentiles replaced (a run records the result)."""
-    if percentiles is None:
-        return card
-    if card.normalization.kind != "percentile":
-        raise DeconvError(
-            f"--percentiles: model {card.name!r} normalises by {card.normalization.kind}, "
-            "not by percentiles"
-        )
-    low, high = percentiles
-    return card.model_copy(
-        update={"normalization": card.normalization.model_copy(update={"low": low, "high": high})}
-    )
 
 
 def _device(name: str) -> torch.device:
@@ -206,7 +189,8 @@ def train(
     card = get_model_card(config.model, config.model_overrides)
     if not card.trainable or card.ndim is None:
         raise DeconvError(f"model {config.model!r} has no trainable weights")
-    card = _with_percentiles(card, config.percentiles)
+    normalization = card.normalization.with_percentiles(config.percentiles, repr(config.model))
+    card = card.model_copy(update={"normalization": normalization})
     ndim = card.ndim
     settings = _resolved(config, spec.training or TrainingDefaults(patch=(32,) * ndim), ndim)
     device = _device(config.device)
