@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from deconv import zoo
 from deconv.errors import DeconvError
@@ -31,7 +31,7 @@ from deconv.psf import load_psf, psf_for_image, same_voxel_size
 from deconv.reporter import SILENT, Reporter
 from deconv.richardson_lucy import RLConfig, check_dimensions
 from deconv.rl_transforms import Engine
-from deconv.zoo.card import checked_percentiles
+from deconv.zoo.card import PercentilePair
 
 # "auto" background: this low percentile of the image. Camera offsets dominate the darkest
 # voxels of fluorescence images; a percentile is robust to hot and dead pixels.
@@ -69,14 +69,9 @@ class RunOptions(BaseModel):
         "the count the shipped weights record)",
     )
     dask: str | None = Field(None, description="local:N or a scheduler address (Zarr output)")
-    percentiles: tuple[float, float] | None = Field(
+    percentiles: PercentilePair | None = Field(
         None, description="networks: normalise the input by these instead of the model's"
     )
-
-    @field_validator("percentiles")
-    @classmethod
-    def _percentile_pair(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
-        return None if value is None else checked_percentiles(value)
 
 
 def resolve_device(device: str) -> torch.device:

@@ -59,7 +59,7 @@ def test_noise_lets_copies_differ_but_keeps_the_function_close():
         return float((a - b).norm() / a.norm())
 
     # 1% weight noise moves the output by a few percent (a restart, not a new network);
-    # ten times the noise moves it by ten times as much
+    # ten times the noise moves it several times as much
     small_change, large_change = change(0.01), change(0.1)
     assert small_change < 0.1 and large_change > 4 * small_change
 

@@ -51,7 +51,7 @@ def test_run_normalises_by_the_given_percentiles(tmp_path, capsys, dots):
                                atol=1e-4 * float(np.abs(expected).max()))  # fmt: skip
     assert outputs["paper"].extra["deconv.run"]["percentiles"] == [0.01, 99.8]
     # why the shipped 2D weights moved to 99.99: a sparse image reaches the network at the
-    # level of its training images (measured +3 dB on dots, BENCHMARKS.md session 36)
+    # level of its training images (+4.4 dB on this image; BENCHMARKS.md session 36)
     scores = {k: evaluate(v.data, gt)["psnr"] for k, v in outputs.items()}
     assert scores["default"] > scores["paper"] + 1.0, scores
 

@@ -10,9 +10,9 @@ normalisation, loss and citation.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from deconv.errors import DeconvError
 
@@ -61,6 +61,10 @@ def checked_percentiles(value: tuple[float, float]) -> tuple[float, float]:
     if not 0 <= low < high <= 100:
         raise ValueError(f"percentiles needs 0 <= LOW < HIGH <= 100, got {tuple(value)}")
     return float(low), float(high)
+
+
+PercentilePair = Annotated[tuple[float, float], AfterValidator(checked_percentiles)]
+"""A config field's (low, high) percentile pair, checked by :func:`checked_percentiles`."""
 
 
 class ModelCard(BaseModel):

@@ -34,7 +34,7 @@ from deconv.training.data import (
 )
 from deconv.training.run_dir import RunDirectory
 from deconv.zoo import get_model_card, get_model_spec
-from deconv.zoo.card import TrainingDefaults, checked_percentiles
+from deconv.zoo.card import PercentilePair, TrainingDefaults
 
 
 class TrainConfig(BaseModel):
@@ -108,7 +108,7 @@ class TrainConfig(BaseModel):
     2-core AVX512-BF16 machines here an RLN-3D step runs 1.34x faster, but a 2D A/B learned
     less per step (-0.17 dB validation after 6,000 steps), about what the extra steps buy
     back, so float32 stays the CPU default (BENCHMARKS.md); CPUs with AMX gain more."""
-    percentiles: tuple[float, float] | None = None
+    percentiles: PercentilePair | None = None
     """The (low, high) percentiles that normalise each raw image, instead of the model's
     own (RLN: 0.01, 99.8); recorded in the run and used wherever its weights run. A high
     percentile of 99.8 sits on a dense sample's brightest objects but inside a sparse
@@ -117,11 +117,6 @@ class TrainConfig(BaseModel):
     init_weights: str | None = None
     """Start from these weights instead of random ones (fine-tuning): a pretrained name
     (``rln3d.widefield-synthetic``) or a run directory (its best checkpoint)."""
-
-    @field_validator("percentiles")
-    @classmethod
-    def _percentile_pair(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
-        return None if value is None else checked_percentiles(value)
 
     @field_validator("intensity_scale", "photon_scale")
     @classmethod
