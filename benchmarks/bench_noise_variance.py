@@ -30,7 +30,7 @@ from bench_quality import TEST_SEED
 
 from deconv.exporters.sources import resolve_source
 from deconv.metrics import evaluate
-from deconv.normalization import normalize
+from deconv.normalization import network_input
 from deconv.richardson_lucy import RichardsonLucy, RLConfig
 from deconv.runtime.predict import predict
 from deconv.synth import SynthConfig, add_noise, expected_counts, make_ground_truth
@@ -69,7 +69,7 @@ def main() -> None:
     synth = SynthConfig(structures=tuple(args.structures.split(",")))
 
     def network(x: np.ndarray) -> np.ndarray:
-        return predict(source.model, source.card, normalize(x, source.normalization))
+        return predict(source.model, source.card, network_input(x, source.normalization))
 
     methods = {"network": network}
     if args.rl:

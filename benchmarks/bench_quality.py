@@ -28,6 +28,7 @@ and another ``--seed``), or the hybrid borrows the baseline's oracle.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from datetime import date
 from pathlib import Path
@@ -39,7 +40,7 @@ import numpy as np
 
 from deconv.exporters.sources import resolve_source
 from deconv.metrics import evaluate
-from deconv.normalization import normalize
+from deconv.normalization import network_input
 from deconv.richardson_lucy import RichardsonLucy, RLConfig
 from deconv.runtime.flip_averaging import flip_averaged
 from deconv.runtime.predict import predict
@@ -97,12 +98,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=TEST_SEED,
                         help="first test seed; another one picks a hybrid's iteration count "
                         "without the test images")  # fmt: skip
+    parser.add_argument("--no-match-floor", action="store_true",
+                        help="percentile normalisation alone, as `deconv run "
+                        "--no-match-floor`")  # fmt: skip
     parser.add_argument("--structures", default="shells",
                         help="test classes (comma list); another set than the default "
                         "shells measures the gap on classes the model did see")  # fmt: skip
     args = parser.parse_args()
 
     source = resolve_source(args.model)
+    if args.no_match_floor:
+        plain = source.normalization.model_copy(update={"reference_floor": None})
+        source = dataclasses.replace(source, normalization=plain)
     model, card, psf = source.model, source.card, source.psf.data
     shape = (64, 128, 128) if card.ndim == 3 else (256, 256)
     synth = SynthConfig(structures=tuple(args.structures.split(",")))
@@ -113,7 +120,8 @@ def main() -> None:
 
     classes = "shells-only, unseen class" if synth.structures == ("shells",) else args.structures
     seeds = "" if args.seed == TEST_SEED else f" from seed {args.seed}"
-    results = {"model": args.model, "test": f"{args.count} x {shape} {classes}{seeds}"}
+    results = {"model": args.model, "test": f"{args.count} x {shape} {classes}{seeds}",
+               "match_floor": not args.no_match_floor}  # fmt: skip
     if args.classical_from:
         earlier = json.loads(args.classical_from.read_text())
         if earlier["test"] != results["test"]:
@@ -133,7 +141,7 @@ def main() -> None:
         def network(x: np.ndarray) -> np.ndarray:
             return averaged(x[None, None])[0, 0]
 
-    outputs = [network(normalize(r, source.normalization)) for r in raws]
+    outputs = [network(network_input(r, source.normalization)) for r in raws]
     if args.rl_consensus:
         results["rl_consensus_iterations"] = args.rl_consensus
         rl = RichardsonLucy(psf, RLConfig(background=synth.background))
@@ -167,6 +175,7 @@ def main() -> None:
         print(f"| {label}, best at {r['iterations']} it. | {r['psnr']:.2f} | {r['ssim']:.3f} |")
     n = results["network"]
     label = args.model + (" with --tta" if args.tta else "")
+    label += " with --no-match-floor" if args.no_match_floor else ""
     if args.rl_consensus:
         label += f" with --rl-consensus {args.rl_consensus}"
     if args.rl_refine:

@@ -54,6 +54,10 @@ def info_command(name: Annotated[str, typer.Argument(help="Model name, e.g. rln3
         f"({card.normalization.low}, {card.normalization.high})",
         f"loss              {card.loss}",
     ]
+    if card.normalization.reference_floor is not None:
+        floor = card.normalization.reference_floor
+        lines.insert(-1, f"reference floor   {floor:.4g} (floor matching for sparse samples; "
+                     "deconv run --no-match-floor: off)")  # fmt: skip
     if card.trainable:  # what `deconv train --set KEY=VALUE` can change
         fields = create_model(name).config.model_dump(exclude={"architecture"})
         lines.append("config            " + ", ".join(f"{k}={v}" for k, v in fields.items()))

@@ -129,10 +129,19 @@ def run_command(
         typer.Option(
             metavar="LOW,HIGH",
             help="Networks: normalise the input by these percentiles instead of the model's "
-            "(deconv info MODEL). For sparse samples (beads, puncta) a higher HIGH, e.g. "
-            "0.01,99.99, keeps them as bright as the training data.",
+            "(deconv info MODEL); turns floor matching off, which was calibrated at the "
+            "model's own.",
         ),
     ] = None,
+    match_floor: Annotated[
+        bool,
+        typer.Option(
+            "--match-floor/--no-match-floor",
+            help="Networks: scale a sparse sample (beads, puncta, sparse filaments) down "
+            "until its background sits where the training data's did, for models that record "
+            "that level (deconv info MODEL: reference floor). Dense samples are left alone.",
+        ),
+    ] = True,
     dask: Annotated[
         str | None,
         typer.Option(help="Networks into .zarr: local:N workers or tcp://scheduler:8786."),
@@ -176,6 +185,7 @@ def run_command(
         tile=parse_numbers(tile, int, "--tile"), batch_size=batch_size, dask=dask, tta=tta,
         rl_consensus=rl_consensus, rl_refine=rl_refine,
         percentiles=parse_numbers(percentiles, float, "--percentiles", (2,)),
+        match_floor=match_floor,
     )  # fmt: skip
     from deconv.runtime.batch import batch_inputs, batch_output, is_batch
 

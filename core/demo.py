@@ -31,7 +31,7 @@ DEMO_NETWORK = "rln3d.widefield-synthetic"
 
 def _network(raw):
     """The shipped RLN on the raw sample, normalised as it was trained."""
-    from deconv.normalization import normalize
+    from deconv.normalization import network_input
     from deconv.runtime.predict import predict
     from deconv.zoo import get_model_card
     from deconv.zoo.pretrained import load_pretrained
@@ -39,7 +39,7 @@ def _network(raw):
     start = time.perf_counter()
     model, record = load_pretrained(DEMO_NETWORK)
     card = get_model_card(DEMO_NETWORK)
-    output = predict(model, card, normalize(raw, record.normalization))
+    output = predict(model, card, network_input(raw, record.normalization))
     return output, time.perf_counter() - start
 
 

@@ -258,6 +258,16 @@ def _documentation(source: ModelSource, name: str, checks: list[Agreement], path
         f"({', '.join(map(str, card.halo))} voxels) is the receptive field: crop it when tiling.",
         "",
     ]
+    if source.normalization.reference_floor is not None:
+        lines[-1:-1] = [
+            "",
+            "Sparse samples (beads, puncta): `deconv run` also scales an image whose background "
+            "sits above the training data's down towards it (floor matching, reference floor "
+            f"{source.normalization.reference_floor:.4g} in normalised units; up to +4.5 dB on "
+            "sparse test images). bioimage.io's `scale_range` cannot express that, so other "
+            "tools see the percentile normalisation alone; for sparse samples, run this model with "
+            "`deconv run`.",
+        ]
     if source.psf is not None:
         meta = source.psf.metadata
         lines += [

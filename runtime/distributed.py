@@ -125,7 +125,7 @@ def deconvolve_on_dask(
     from deconv.runtime.tiling import TileGrid
 
     grid = TileGrid(data.shape, source.card, options.tile)
-    lo, hi = global_range(data, source.normalization)
+    lo, hi = global_range(data, source.normalization, reporter)
     scale = max(hi - lo, 1e-6)
     signature_options = options.model_dump(mode="json", exclude={"rl", "device", "backend"})
     from deconv.runtime.backend_onnx import weights_digest

@@ -72,6 +72,11 @@ class RunOptions(BaseModel):
     percentiles: PercentilePair | None = Field(
         None, description="networks: normalise the input by these instead of the model's"
     )
+    match_floor: bool = Field(
+        True,
+        description="networks: scale a sparse image down until its dark floor matches the "
+        "training data's (deconv.normalization); False: percentiles only",
+    )
 
 
 def resolve_device(device: str) -> torch.device:
@@ -111,6 +116,8 @@ def deconvolve_file(
         normalization = source.normalization.with_percentiles(
             options.percentiles, repr(options.model)
         )
+        if not options.match_floor:
+            normalization = normalization.model_copy(update={"reference_floor": None})
         source = dataclasses.replace(source, normalization=normalization)
     check_output_path(output_path, [input_path] + ([psf_path] if psf_path else []))
     streamed = image_format(output_path) == "zarr" and not options.stack
@@ -381,7 +388,7 @@ def _run_network(data, voxel_size, source, options: RunOptions, device, reporter
     The network works in normalised units; its output is mapped back with the input's own
     percentiles so the result reads in roughly the input's intensity scale.
     """
-    from deconv.normalization import percentile_range
+    from deconv.normalization import input_range, report_floor_matching
     from deconv.runtime.backends import make_backend
     from deconv.runtime.tiling import predict_blended, predict_tiled
 
@@ -396,9 +403,11 @@ def _run_network(data, voxel_size, source, options: RunOptions, device, reporter
     reporter.info(f"backend: {backend.describe()}")
     images = data if options.stack else data[None]
     result = np.empty(images.shape, dtype=np.float32)
+    gains: list[float] = []
     with reporter.progress(len(images), options.model) as advance:
         for i, item in enumerate(images):
-            lo, hi = percentile_range(item, source.normalization)
+            lo, hi, gain = input_range(item, source.normalization)
+            gains.append(gain)
             scale = max(hi - lo, 1e-6)
 
             def normalise(window, lo=lo, scale=scale):
@@ -415,6 +424,7 @@ def _run_network(data, voxel_size, source, options: RunOptions, device, reporter
                                     transform=normalise)  # fmt: skip
             result[i] = y * scale + lo
             advance(1)
+    report_floor_matching(gains, reporter)
     result = result if options.stack else result[0]
     record = _network_record(source, options)
     if hybrid_psf is not None:

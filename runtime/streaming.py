@@ -14,8 +14,8 @@ being computed (input, model weights, options). Restarting the same command afte
 (even ``kill -9``) skips the journalled tiles; any other command starts afresh. Only a
 complete output is renamed to the final name.
 
-Normalisation is global: percentiles of a strided subsample of at most ~4 Mvoxels
-(:func:`global_range`), the same for every tile.
+Normalisation is global: percentiles (and floor matching) of a strided subsample of at most
+~4 Mvoxels (:func:`global_range`), the same for every tile.
 """
 
 from __future__ import annotations
@@ -48,11 +48,14 @@ def subsample(data) -> np.ndarray:
     return sample
 
 
-def global_range(data, normalization) -> tuple[float, float]:
-    """The card's percentiles over a strided subsample of a (possibly lazy) volume."""
-    from deconv.normalization import percentile_range
+def global_range(data, normalization, reporter: Reporter = SILENT) -> tuple[float, float]:
+    """The card's percentiles over a strided subsample of a (possibly lazy) volume, with
+    floor matching (:func:`deconv.normalization.input_range`) on the same subsample."""
+    from deconv.normalization import input_range, report_floor_matching
 
-    return percentile_range(subsample(data), normalization)
+    lo, hi, gain = input_range(subsample(data), normalization)
+    report_floor_matching([gain], reporter)
+    return lo, hi
 
 
 def partial_path(output: Path) -> Path:
@@ -148,7 +151,7 @@ def deconvolve_to_zarr(
     return_large_blocks_to_system()
     grid = TileGrid(data.shape, card, core)
     if normalization is not None:
-        lo, hi = global_range(data, normalization)
+        lo, hi = global_range(data, normalization, reporter)
         scale = max(hi - lo, 1e-6)
     else:
         lo, scale = 0.0, 1.0

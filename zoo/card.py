@@ -38,6 +38,13 @@ class Normalization(BaseModel):
     kind: Literal["percentile", "min_max", "none"] = "percentile"
     low: float = Field(0.0, ge=0, le=100, description="lower percentile")
     high: float = Field(99.8, ge=0, le=100, description="upper percentile")
+    reference_floor: float | None = Field(
+        None,
+        ge=0,
+        description="the highest dark floor (1st percentile of the 5-voxel box mean of the "
+        "normalised image) among the training inputs; at inference an image whose floor is "
+        "higher is scaled down to it (floor matching, deconv.normalization). None: off",
+    )
 
     def with_percentiles(
         self, percentiles: tuple[float, float] | None, owner: str
@@ -52,7 +59,10 @@ class Normalization(BaseModel):
                 f"--percentiles: {owner} normalises by {self.kind}, not by percentiles"
             )
         low, high = checked_percentiles(percentiles)
-        return self.model_copy(update={"low": low, "high": high})
+        if (low, high) == (self.low, self.high):
+            return self
+        # the reference floor was measured in the trained percentiles' units
+        return self.model_copy(update={"low": low, "high": high, "reference_floor": None})
 
 
 def checked_percentiles(value: tuple[float, float]) -> tuple[float, float]:

@@ -94,12 +94,17 @@ def export_pretrained(
     weights = WEIGHTS_DIR / f"{name}.pt"
     # the default layout: 3D runs train channels-last on CPUs, shipped files stay neutral
     torch.save({k: v.contiguous() for k, v in inference_state(state).items()}, weights)
+    normalization = Normalization.model_validate(run.read_json("normalization.json"))
+    if normalization.kind == "percentile" and normalization.reference_floor is None:
+        from deconv.training.loop import run_reference_floor  # runs from before floor matching
+
+        normalization.reference_floor = run_reference_floor(run.path)
     record = PretrainedRecord(
         name=name,
         base_model=meta["train"]["model"],
         config=meta["model_config"],
         psf=PSFMetadata.model_validate(run.read_json("psf.json")),
-        normalization=Normalization.model_validate(run.read_json("normalization.json")),
+        normalization=normalization,
         command=command,
         training={
             "steps": state["step"],

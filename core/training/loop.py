@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from deconv.errors import DeconvError
 from deconv.metrics import evaluate
+from deconv.normalization import reference_floor
 from deconv.psf import load_psf, save_psf, symmetric_axes
 from deconv.reporter import SILENT, Reporter
 from deconv.synth import STRUCTURE_CLASSES, SynthConfig
@@ -34,7 +35,7 @@ from deconv.training.data import (
 )
 from deconv.training.run_dir import RunDirectory
 from deconv.zoo import get_model_card, get_model_spec
-from deconv.zoo.card import PercentilePair, TrainingDefaults
+from deconv.zoo.card import ModelCard, PercentilePair, TrainingDefaults
 
 
 class TrainConfig(BaseModel):
@@ -128,6 +129,28 @@ class TrainConfig(BaseModel):
         return value
 
 
+def _recorded_config(run: RunDirectory) -> TrainConfig:
+    """A run's training config as recorded, with the run's own copy of its PSF."""
+    recorded = run.read_json("run.json")["train"]
+    recorded.setdefault("flips", "all")  # runs recorded before the option flipped every axis
+    recorded.setdefault("noise", "fixed")  # ... and had one noise draw per pool volume
+    config = TrainConfig.model_validate(recorded)
+    if config.psf is not None and (run.path / "psf.tif").exists():
+        config = config.model_copy(update={"psf": str(run.path / "psf.tif")})  # runs can move
+    return config
+
+
+def run_reference_floor(run_path: str | Path) -> float:
+    """The reference floor of a run's training data (its first pool and its validation
+    inputs, rebuilt from the record), for runs recorded before floor matching existed."""
+    run = RunDirectory(run_path)
+    meta = run.read_json("run.json")
+    config = _recorded_config(run)
+    card = ModelCard.model_validate(meta["card"])
+    source, validation, _, _ = _data(config, card, meta["resolved"], card.ndim)
+    return reference_floor([raw for raw, _ in [*source.pairs, *validation]])
+
+
 def _device(name: str) -> torch.device:
     from deconv.runtime.run import resolve_device
 
@@ -166,18 +189,12 @@ def train(
     invoked = time.perf_counter()
     run = RunDirectory(run_path)
     if resume:
-        recorded = run.read_json("run.json")["train"]
-        recorded.setdefault("flips", "all")  # runs recorded before the option flipped every axis
-        recorded.setdefault("noise", "fixed")  # ... and had one noise draw per pool volume
-        stored = TrainConfig.model_validate(recorded)
+        stored = _recorded_config(run)
         if stored.model != config.model:
             raise DeconvError(
                 f"{run.path} trained {stored.model!r}; it cannot be resumed as {config.model!r}"
             )
-        update: dict[str, Any] = {"steps": max(config.steps, stored.steps)}
-        if stored.psf is not None and (run.path / "psf.tif").exists():
-            update["psf"] = str(run.path / "psf.tif")  # the run's own copy: runs can move
-        config = stored.model_copy(update=update)
+        config = stored.model_copy(update={"steps": max(config.steps, stored.steps)})
     if (config.psf is None) == (config.data is None):
         raise DeconvError("give exactly one of --psf (synthetic training) or --data (pairs)")
     spec = get_model_spec(config.model)
@@ -211,6 +228,10 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
 
     source, validation, description, psf = _data(config, card, settings, ndim)
+    if card.normalization.kind == "percentile":
+        floor = reference_floor([raw for raw, _ in [*source.pairs, *validation]])
+        normalization = card.normalization.model_copy(update={"reference_floor": floor})
+        card = card.model_copy(update={"normalization": normalization})
     start, best, elapsed = 0, -float("inf"), 0.0
     if resume:
         run.remove_partial_files()
