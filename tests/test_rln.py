@@ -62,21 +62,24 @@ def test_forward_projector_starts_as_gaussians():
     torch.testing.assert_close(corner, expected)
 
 
-@pytest.mark.parametrize("ndim", [2, 3])
-def test_receptive_field_matches_autograd(ndim):
+@pytest.mark.parametrize("ndim, pool", [(2, 2), (3, 2), (2, 4), (3, 4)])
+def test_receptive_field_matches_autograd(ndim, pool):
     torch.manual_seed(0)
-    model = RLN(ndim=ndim).eval().double()
-    size = 40
+    model = RLN(ndim=ndim, h1_lateral_pool=pool).eval().double()
+    size = 72
     x = (torch.rand((1, 1) + (size,) * ndim, dtype=torch.float64) + 0.5).requires_grad_(True)
     centre = (size // 2,) * ndim
     model(x)[(0, 0, *centre)].backward()
     reached = (x.grad[0, 0] != 0).nonzero()
-    halo = receptive_halo(RLNConfig(ndim=ndim))
+    halo = receptive_halo(RLNConfig(ndim=ndim, h1_lateral_pool=pool))
     for axis in range(ndim):
         lo = centre[axis] - int(reached[:, axis].min())
         hi = int(reached[:, axis].max()) - centre[axis]
-        assert max(lo, hi) == halo  # the card's halo is tight, not just an upper bound
-    assert get_model_card(f"rln{ndim}d").halo == (halo,) * ndim
+        assert max(lo, hi) == halo[axis]  # the card's halo is tight, not just an upper bound
+    card = get_model_card(f"rln{ndim}d", {"h1_lateral_pool": pool})
+    assert card.halo == halo
+    lateral = 17 if pool == 2 else 31  # the paper's H1 / a quarter-scale H1
+    assert halo == ((17,) if ndim == 3 else ()) + (lateral, lateral)
 
 
 def test_odd_sizes_equal_the_even_padded_result():
@@ -88,6 +91,13 @@ def test_odd_sizes_equal_the_even_padded_result():
         out, expected = model(x), model(padded)[..., :9, :14, :13]
     assert out.shape == x.shape
     torch.testing.assert_close(out, expected)
+    wide = RLN(h1_lateral_pool=4).eval()  # padded to the window (2, 4, 4): 10, 16, 16
+    padded = torch.nn.functional.pad(x, (0, 3, 0, 2, 0, 1), mode="reflect")
+    with torch.no_grad():
+        out, expected = wide(x), wide(padded)[..., :9, :14, :13]
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, expected)
+    assert get_model_card("rln3d", {"h1_lateral_pool": 4}).step == (2, 4, 4)
 
 
 def test_loss_is_zero_only_for_a_perfect_prediction():

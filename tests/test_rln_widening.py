@@ -70,6 +70,8 @@ def test_weights_grow_only_by_whole_multiples():
             widen_rln_state({}, RLNConfig(width=4), RLNConfig(width=width))
     with pytest.raises(DeconvError, match="dimensionality must match"):
         widen_rln_state({}, RLNConfig(ndim=2), RLNConfig(ndim=3))
+    with pytest.raises(DeconvError, match="lateral pooling window 2 into one with 4"):
+        widen_rln_state({}, RLNConfig(), RLNConfig(h1_lateral_pool=4))
 
 
 def test_init_weights_grows_a_run_into_a_wider_model(tmp_path):

@@ -30,6 +30,11 @@ class RLNConfig(ModelConfig):
     ndim: Literal[2, 3] = 3
     width: int = Field(4, ge=1, description="channels of the forward projectors")
     bp_width: int = Field(8, ge=1, description="channels of the back projectors and merge")
+    h1_lateral_pool: Literal[2, 4] = Field(
+        2,
+        description="lateral pooling window of the half-scale branch H1 (the paper's: 2); 4 "
+        "doubles H1's lateral reach",
+    )
 
 
 class RLN(network.RLN):
@@ -53,16 +58,19 @@ def rln_loss(
     return mse + structural + AUX_WEIGHT * auxiliary
 
 
-def receptive_halo(config: RLNConfig) -> int:
-    """Voxels per side that can influence one output voxel (the larger side; exact).
+def receptive_halo(config: RLNConfig) -> tuple[int, ...]:
+    """Voxels per side that can influence one output voxel, per axis (the larger side; exact).
 
-    H1: six 3x3 convolutions at half scale (FP1: 3, BP1: 3) span 6 half-scale voxels = 12
-    full-scale voxels, plus 1 for the 2-voxel pooling window (on one side; the other side
-    reaches 16), plus the full-scale conv after the transposed convolution (1): 14. H3 adds
-    three convolutions in sequence (m1, m2, out): 3. H2's four convolutions lie on a
-    shorter parallel path. The tests check this against autograd.
+    H1 at pooling window p: six 3x3 convolutions at 1/p scale (FP1: 3, BP1: 3) span 6 coarse
+    voxels = 6p full-scale voxels, plus p - 1 for the pooling window (on one side), plus the
+    full-scale conv after the transposed convolution (1): 7p. H3 adds three convolutions in
+    sequence (m1, m2, out): 3. H2's four convolutions lie on a shorter parallel path. The
+    paper's p = 2 gives 17; a lateral window of 4 gives 31. The tests check this against
+    autograd.
     """
-    return 2 * 6 + 1 + 1 + 3
+    p = config.h1_lateral_pool
+    pools = (2, p, p) if config.ndim == 3 else (p, p)
+    return tuple(7 * q + 3 for q in pools)
 
 
 def card(name: str, config: RLNConfig) -> ModelCard:
@@ -74,8 +82,8 @@ def card(name: str, config: RLNConfig) -> ModelCard:
         description=f"Richardson-Lucy Network, {n}D, physics-informed (FP/DV/BP at two scales)",
         ndim=n,
         min_size=(4,) * n,
-        step=(2,) * n,
-        halo=(receptive_halo(config),) * n,
+        step=model.h1_pool,
+        halo=receptive_halo(config),
         normalization=Normalization(kind="percentile", low=0.01, high=99.8),
         loss="mse - log((1 + ssim) / 2) + 0.1 * mse(aux, 0.8 gt + 0.2 raw)",
         citation=[

@@ -68,6 +68,12 @@ def widen_rln_state(
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     """Weights of ``old`` (a state dict) as weights of the wider ``new`` configuration."""
+    if old.h1_lateral_pool != new.h1_lateral_pool:
+        raise DeconvError(
+            f"cannot grow RLN weights with H1's lateral pooling window {old.h1_lateral_pool} "
+            f"into one with {new.h1_lateral_pool}: no function-preserving map exists; train "
+            "that network from scratch"
+        )
     if old.ndim != new.ndim or new.width % old.width or new.bp_width % old.bp_width:
         raise DeconvError(
             f"cannot grow RLN weights ({old.ndim}D, width {old.width}, bp_width "

@@ -22,7 +22,12 @@ uses surrogate gradients); they are kept in float32 under autocast because their
 offset is close to float16's resolution.
 
 Odd sizes: average pooling floors and the transposed convolution would need a size-dependent
-output_padding (static in ONNX), so inputs are mirror-padded to even sizes and cropped back.
+output_padding (static in ONNX), so inputs are mirror-padded to multiples of H1's pooling
+window (even sizes with the paper's window of 2) and cropped back.
+
+``h1_lateral_pool=4`` (not in the paper) runs H1 at a quarter of the lateral resolution, so
+its projectors reach twice as far sideways: the widefield PSF spreads light ~32 pixels to
+each side, the paper's H1 sees 16.
 """
 
 from __future__ import annotations
@@ -60,13 +65,29 @@ class RLN(nn.Module):
     """RLN for single-channel 2D or 3D inputs (N, 1, *spatial) -> (N, 1, *spatial)."""
 
     def __init__(
-        self, architecture: str = "rln", ndim: int = 3, width: int = 4, bp_width: int = 8
+        self,
+        architecture: str = "rln",
+        ndim: int = 3,
+        width: int = 4,
+        bp_width: int = 8,
+        h1_lateral_pool: int = 2,
     ) -> None:
         super().__init__()
-        if architecture != "rln" or ndim not in (2, 3) or min(width, bp_width) < 1:
-            raise ValueError(f"not an RLN: {architecture=}, {ndim=}, {width=}, {bp_width=}")
+        if (
+            architecture != "rln"
+            or ndim not in (2, 3)
+            or min(width, bp_width) < 1
+            or h1_lateral_pool not in (2, 4)
+        ):
+            raise ValueError(
+                f"not an RLN: {architecture=}, {ndim=}, {width=}, {bp_width=}, {h1_lateral_pool=}"
+            )
         n, w, b = ndim, width, bp_width
         self.ndim, self.width = n, w
+        # H1's pooling window: 2 along z (the PSF's axial reach is within H1's at 2), 2 or 4
+        # laterally (4 doubles H1's lateral reach, towards the widefield PSF's width)
+        p = h1_lateral_pool
+        self.h1_pool = (2, p, p) if n == 3 else (p, p)
         # H1: half scale
         self.fp1_a1 = _ConvBN(n, 1, w)
         self.fp1_a2 = _ConvBN(n, w, w)
@@ -76,7 +97,7 @@ class RLN(nn.Module):
         self.bp1_b2 = _ConvBN(n, b, b)
         self.bp1_b3 = _ConvBN(n, 2 * b, b)
         up = nn.ConvTranspose3d if n == 3 else nn.ConvTranspose2d
-        self.bp1_up = up(b, w, 2, stride=2, bias=False)
+        self.bp1_up = up(b, w, self.h1_pool, stride=self.h1_pool, bias=False)
         self.bp1_up_bn = _norm(n, w)
         self.bp1_b4 = _ConvBN(n, w, w)
         self.e1_bn = _norm(n, 1)
@@ -108,8 +129,8 @@ class RLN(nn.Module):
         """Output and the H1 update before its BatchNorm (target of the auxiliary loss)."""
         spatial = x.shape[2:]
         pads = []
-        for size in reversed(spatial):
-            pads += [0, int(size) % 2]
+        for size, factor in zip(reversed(spatial), reversed(self.h1_pool)):
+            pads += [0, -int(size) % factor]
         if not any(pads):  # the only path traced/exported graphs contain: no size constants
             return self._forward_even(x)
         x = F.pad(x, pads, mode="reflect" if min(spatial) > 1 else "replicate")
@@ -123,7 +144,7 @@ class RLN(nn.Module):
         pool = F.avg_pool3d if self.ndim == 3 else F.avg_pool2d
         width = self.width
         # H1 at half scale
-        yd = pool(y, 2)
+        yd = pool(y, self.h1_pool)
         a1 = self.fp1_a1(yd)
         a2 = self.fp1_a2(a1)
         f1 = self.fp1_f(torch.cat([a1, a2], 1)) + F.softplus(yd.expand(-1, width, *yd.shape[2:]))
