@@ -22,6 +22,7 @@ import scipy.ndimage as ndi
 from bench_quality import TEST_SEED
 
 from deconv.exporters.sources import resolve_source
+from deconv.figures import pyplot, save_png
 from deconv.metrics import evaluate
 from deconv.normalization import network_input
 from deconv.richardson_lucy import RichardsonLucy, RLConfig
@@ -58,13 +59,7 @@ def main() -> None:
 def draw(results: dict, truth: np.ndarray, path: Path, model: str) -> Path:
     """Where each result errs (one contrast for all) and the profile through the brightest
     inner dot, each result fitted to the truth as the PSNR metric fits it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from deconv.io import write_atomically
-
+    plt = pyplot()
     half = 12
     smooth = ndi.gaussian_filter(truth, 2)
     interior = np.zeros_like(smooth)  # a dot the zoom shows whole
@@ -93,14 +88,7 @@ def draw(results: dict, truth: np.ndarray, path: Path, model: str) -> Path:
     profile.legend(fontsize=6)
     fig.suptitle(f"{model}: a sparse image of dots (held out)", fontsize=10)
     fig.tight_layout()
-
-    def save(tmp: Path) -> None:
-        fig.savefig(tmp, dpi=110, format="png")
-
-    try:
-        return write_atomically(Path(path), save)
-    finally:
-        plt.close(fig)
+    return save_png(fig, path, dpi=110)
 
 
 def fit_to(image: np.ndarray, truth: np.ndarray) -> np.ndarray:

@@ -13,6 +13,26 @@ from pathlib import Path
 import numpy as np
 
 
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display on servers and in CI)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig, path: str | Path, dpi: int) -> Path:
+    """Write ``fig`` as a PNG atomically (never a half-written picture) and close it."""
+    from deconv.io import write_atomically
+
+    try:
+        return write_atomically(Path(path), lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
+    finally:
+        pyplot().close(fig)
+
+
 def orthogonal_slices_figure(
     volumes: Sequence[tuple[str, np.ndarray]],
     path: str | Path,
@@ -20,12 +40,7 @@ def orthogonal_slices_figure(
     title: str | None = None,
 ) -> Path:
     """Write a PNG with one column per (title, volume); 2D images get a single row."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from deconv.io import write_atomically
+    plt = pyplot()
 
     is3d = volumes[0][1].ndim == 3
     aspect = 1.0
@@ -59,24 +74,12 @@ def orthogonal_slices_figure(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-
-    def save(tmp: Path) -> None:
-        fig.savefig(tmp, dpi=110, format="png")
-
-    try:
-        return write_atomically(Path(path), save)
-    finally:
-        plt.close(fig)
+    return save_png(fig, path, dpi=110)
 
 
 def training_curve(records: Sequence[dict], path: str | Path) -> Path:
     """Loss (log scale) and validation PSNR/SSIM against training steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from deconv.io import write_atomically
+    plt = pyplot()
 
     steps = [r["step"] for r in records]
     fig, (ax_loss, ax_psnr) = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -92,10 +95,7 @@ def training_curve(records: Sequence[dict], path: str | Path) -> Path:
     ax_ssim.set_ylabel("validation SSIM")
     ax_psnr.set_title("held-out validation", fontsize=9)
     fig.tight_layout()
-    try:
-        return write_atomically(Path(path), lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    finally:
-        plt.close(fig)
+    return save_png(fig, path, dpi=100)
 
 
 def cover_image(raw: np.ndarray, result: np.ndarray, path: str | Path, label: str) -> Path:
@@ -104,12 +104,7 @@ def cover_image(raw: np.ndarray, result: np.ndarray, path: str | Path, label: st
     Each half is scaled to its own 0.1-99.9 percentiles, so the cover shows structure, not
     the (arbitrary) intensity units of input and output.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from deconv.io import write_atomically
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 4))
     for ax, (name, image) in zip(axes, (("raw", raw), (label, result))):
@@ -120,7 +115,4 @@ def cover_image(raw: np.ndarray, result: np.ndarray, path: str | Path, label: st
         ax.set_title(name, fontsize=11)
         ax.axis("off")
     fig.tight_layout()
-    try:
-        return write_atomically(Path(path), lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    finally:
-        plt.close(fig)
+    return save_png(fig, path, dpi=100)
