@@ -10,9 +10,11 @@ was trained on, and it ties shapes to levels (BENCHMARKS.md, sessions 3 and 36-3
 *dark floor* of a normalised image, the 1st percentile of its 5-voxel box mean (the
 background's level, with the noise averaged out), tells the two apart without the PSF: a
 model records the highest floor among its training inputs (``reference_floor``), and an
-image whose floor lies above it is scaled down until the floors match. Images like the
-training data are left alone (gain 1). Measured on the shipped networks (session 37):
-sparse 2D dots +4 dB, 3D lines +1.5 dB, dense training mixtures unchanged.
+image whose floor lies above it is scaled down towards it by ``(reference / floor) ** 0.75``
+(matching the floors exactly, power 1, overshoots on the sparsest 3D samples: 3D boxes
+-0.8 dB). Images like the training data are left alone (gain 1). Measured on the shipped
+networks (session 37): sparse 2D dots +4 dB, 3D lines +1.5 dB, dense training mixtures
+unchanged.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from deconv.zoo.card import Normalization
 
 FLOOR_PERCENTILE = 1.0
 FLOOR_BOX = 5
-FLOOR_EXPONENT = 0.75  # the gain is (reference / floor) ** 0.75; 1 overshoots (see above)
+FLOOR_EXPONENT = 0.75  # chosen on validation seeds (BENCHMARKS.md, session 37)
 
 
 def percentile_range(image: np.ndarray, normalization: Normalization) -> tuple[float, float]:
