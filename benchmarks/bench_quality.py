@@ -108,7 +108,7 @@ def main() -> None:
 
     source = resolve_source(args.model)
     if args.no_match_floor:
-        plain = source.normalization.model_copy(update={"reference_floor": None})
+        plain = source.normalization.percentiles_only()
         source = dataclasses.replace(source, normalization=plain)
     model, card, psf = source.model, source.card, source.psf.data
     shape = (64, 128, 128) if card.ndim == 3 else (256, 256)

@@ -42,7 +42,7 @@ def main() -> None:
     source = resolve_source(args.model)
     synth = SynthConfig(structures=("dots",))
     raw, truth = simulate_pair((256, 256), source.psf.data, TEST_SEED, synth)
-    plain = source.normalization.model_copy(update={"reference_floor": None})
+    plain = source.normalization.percentiles_only()
     rl = RichardsonLucy(source.psf.data, RLConfig(background=synth.background))
     plain_input = network_input(raw, plain)
     matched_input = network_input(raw, source.normalization)

@@ -117,7 +117,7 @@ def deconvolve_file(
             options.percentiles, repr(options.model)
         )
         if not options.match_floor:
-            normalization = normalization.model_copy(update={"reference_floor": None})
+            normalization = normalization.percentiles_only()
         source = dataclasses.replace(source, normalization=normalization)
     check_output_path(output_path, [input_path] + ([psf_path] if psf_path else []))
     streamed = image_format(output_path) == "zarr" and not options.stack

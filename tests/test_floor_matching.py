@@ -24,7 +24,7 @@ MODEL_3D = "rln3d.widefield-synthetic"
 
 
 def percentiles_only(source) -> Normalization:
-    return source.normalization.model_copy(update={"reference_floor": None})
+    return source.normalization.percentiles_only()
 
 
 @pytest.fixture(scope="module")

@@ -62,7 +62,11 @@ class Normalization(BaseModel):
         if (low, high) == (self.low, self.high):
             return self
         # the reference floor was measured in the trained percentiles' units
-        return self.model_copy(update={"low": low, "high": high, "reference_floor": None})
+        return self.percentiles_only().model_copy(update={"low": low, "high": high})
+
+    def percentiles_only(self) -> Normalization:
+        """This normalisation without floor matching (``deconv run --no-match-floor``)."""
+        return self.model_copy(update={"reference_floor": None})
 
 
 def checked_percentiles(value: tuple[float, float]) -> tuple[float, float]:

@@ -98,7 +98,9 @@ def export_pretrained(
     if normalization.kind == "percentile" and normalization.reference_floor is None:
         from deconv.training.loop import run_reference_floor  # runs from before floor matching
 
-        normalization.reference_floor = run_reference_floor(run.path)
+        normalization = normalization.model_copy(
+            update={"reference_floor": run_reference_floor(run.path)}
+        )
     record = PretrainedRecord(
         name=name,
         base_model=meta["train"]["model"],

@@ -148,6 +148,12 @@ def run_reference_floor(run_path: str | Path) -> float:
     config = _recorded_config(run)
     card = ModelCard.model_validate(meta["card"])
     source, validation, _, _ = _data(config, card, meta["resolved"], card.ndim)
+    return _data_floor(source, validation)
+
+
+def _data_floor(source, validation) -> float:
+    """The reference floor of a run's training inputs: its pool (as first drawn) and its
+    validation images, both normalised as the network sees them."""
     return reference_floor([raw for raw, _ in [*source.pairs, *validation]])
 
 
@@ -229,7 +235,7 @@ def train(
 
     source, validation, description, psf = _data(config, card, settings, ndim)
     if card.normalization.kind == "percentile":
-        floor = reference_floor([raw for raw, _ in [*source.pairs, *validation]])
+        floor = _data_floor(source, validation)
         normalization = card.normalization.model_copy(update={"reference_floor": floor})
         card = card.model_copy(update={"normalization": normalization})
     start, best, elapsed = 0, -float("inf"), 0.0
