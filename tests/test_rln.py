@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from deconv.errors import DeconvError
+from deconv.testing import check_model
 from deconv.zoo import create_model, get_model_card
 from deconv.zoo.rln import RLN, RLNConfig, receptive_halo, rln_loss
 
@@ -62,21 +63,25 @@ def test_forward_projector_starts_as_gaussians():
     torch.testing.assert_close(corner, expected)
 
 
-@pytest.mark.parametrize("ndim, pool", [(2, 2), (3, 2), (2, 4), (3, 4)])
-def test_receptive_field_matches_autograd(ndim, pool):
+@pytest.mark.parametrize(
+    "ndim, pool, undecimated",
+    [(2, 2, False), (3, 2, False), (2, 4, False), (3, 4, False), (2, 2, True), (3, 2, True)],
+)
+def test_receptive_field_matches_autograd(ndim, pool, undecimated):
     torch.manual_seed(0)
-    model = RLN(ndim=ndim, h1_lateral_pool=pool).eval().double()
+    config = {"h1_lateral_pool": pool, "h1_undecimated": undecimated}
+    model = RLN(ndim=ndim, **config).eval().double()
     size = 72
     x = (torch.rand((1, 1) + (size,) * ndim, dtype=torch.float64) + 0.5).requires_grad_(True)
     centre = (size // 2,) * ndim
     model(x)[(0, 0, *centre)].backward()
     reached = (x.grad[0, 0] != 0).nonzero()
-    halo = receptive_halo(RLNConfig(ndim=ndim, h1_lateral_pool=pool))
+    halo = receptive_halo(RLNConfig(ndim=ndim, **config))
     for axis in range(ndim):
         lo = centre[axis] - int(reached[:, axis].min())
         hi = int(reached[:, axis].max()) - centre[axis]
         assert max(lo, hi) == halo[axis]  # the card's halo is tight, not just an upper bound
-    card = get_model_card(f"rln{ndim}d", {"h1_lateral_pool": pool})
+    card = get_model_card(f"rln{ndim}d", config)
     assert card.halo == halo
     lateral = 17 if pool == 2 else 31  # the paper's H1 / a quarter-scale H1
     assert halo == ((17,) if ndim == 3 else ()) + (lateral, lateral)
@@ -98,6 +103,64 @@ def test_odd_sizes_equal_the_even_padded_result():
     assert out.shape == x.shape
     torch.testing.assert_close(out, expected)
     assert get_model_card("rln3d", {"h1_lateral_pool": 4}).step == (2, 4, 4)
+
+
+def _trained_looking(model: RLN) -> RLN:
+    """Random BatchNorm statistics, so no layer is close to the identity by accident."""
+    generator = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d | torch.nn.BatchNorm3d):
+            n = module.num_features
+            module.running_mean.copy_(0.2 * torch.randn(n, generator=generator))
+            module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
+    return model.eval().double()
+
+
+def test_undecimated_h1_is_the_mean_of_the_papers_h1_over_all_phases():
+    """The claim that lets weights move between the two graphs: before its BatchNorm, the
+    undecimated H1 update is exactly the paper's H1 run on each one-pixel shift of the input,
+    averaged over the shifts (checked away from the borders, where padding differs)."""
+    torch.manual_seed(0)
+    paper = _trained_looking(RLN(ndim=2, width=4, bp_width=8))
+    undecimated = _trained_looking(RLN(ndim=2, width=4, bp_width=8, h1_undecimated=True))
+    undecimated.load_state_dict(paper.state_dict())
+    captured = []
+    for model in (paper, undecimated):
+        model.bp1_up_bn.register_forward_hook(lambda m, args, out: captured.append(args[0]))
+    x = torch.rand(1, 1, 64, 64, dtype=torch.float64) + 0.2
+    with torch.no_grad():
+        undecimated(x)
+        expected, total = captured.pop(), torch.zeros_like(x[0, :1].expand(4, -1, -1))
+        for sy in (0, 1):
+            for sx in (0, 1):
+                paper(x[..., sy : sy + 62, sx : sx + 62])
+                total[:, sy : sy + 62, sx : sx + 62] += captured.pop()[0]
+    inner = (slice(None), slice(20, 44), slice(20, 44))
+    torch.testing.assert_close(expected[0][inner], total[inner] / 4)
+
+
+def test_undecimated_h1_is_shift_equivariant_where_the_papers_is_not():
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, 80, 80, dtype=torch.float64) + 0.2
+    shifted = torch.roll(x, (1, 1), dims=(2, 3))
+    inner = (..., slice(24, 56), slice(24, 56))
+    errors = {}
+    for undecimated in (False, True):
+        model = _trained_looking(RLN(ndim=2, width=4, bp_width=8, h1_undecimated=undecimated))
+        with torch.no_grad():
+            out, out_shifted = model(x), model(shifted)
+        moved = torch.roll(out, (1, 1), dims=(2, 3))
+        errors[undecimated] = float((moved[inner] - out_shifted[inner]).abs().max())
+        scale = float(out[inner].abs().max())
+    # float64 round-off against a difference random weights keep small (H1 starts weak)
+    assert errors[True] < 1e-12 * scale
+    assert errors[False] > 1e-6 * scale
+
+
+def test_undecimated_rln_takes_any_size_and_passes_the_plugin_checks():
+    assert get_model_card("rln2d", {"h1_undecimated": True}).step == (1, 1)
+    report = check_model("rln2d", h1_undecimated=True)  # odd sizes, config, ONNX Runtime
+    assert any(size % 2 for size in report["sizes"][0] + report["sizes"][1])
 
 
 def test_loss_is_zero_only_for_a_perfect_prediction():

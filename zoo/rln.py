@@ -35,6 +35,11 @@ class RLNConfig(ModelConfig):
         description="lateral pooling window of the half-scale branch H1 (the paper's: 2); 4 "
         "doubles H1's lateral reach",
     )
+    h1_undecimated: bool = Field(
+        False,
+        description="run H1 on every phase of its pooling grid (dilated, not decimated): same "
+        "weights, shift-equivariant output, any input size; H1 costs as much as at full scale",
+    )
 
 
 class RLN(network.RLN):
@@ -65,8 +70,10 @@ def receptive_halo(config: RLNConfig) -> tuple[int, ...]:
     voxels = 6p full-scale voxels, plus p - 1 for the pooling window (on one side), plus the
     full-scale conv after the transposed convolution (1): 7p. H3 adds three convolutions in
     sequence (m1, m2, out): 3. H2's four convolutions lie on a shorter parallel path. The
-    paper's p = 2 gives 17; a lateral window of 4 gives 31. The tests check this against
-    autograd.
+    paper's p = 2 gives 17; a lateral window of 4 gives 31. Undecimated, the six convolutions
+    are dilated by p (6p), the pooling reaches p - 1 to one side and the phase-averaging
+    convolution p - 1 to the other: the same 7p + 3 on both sides. The tests check this
+    against autograd.
     """
     p = config.h1_lateral_pool
     pools = (2, p, p) if config.ndim == 3 else (p, p)
@@ -82,7 +89,7 @@ def card(name: str, config: RLNConfig) -> ModelCard:
         description=f"Richardson-Lucy Network, {n}D, physics-informed (FP/DV/BP at two scales)",
         ndim=n,
         min_size=(4,) * n,
-        step=model.h1_pool,
+        step=model.size_step,
         halo=receptive_halo(config),
         normalization=Normalization(kind="percentile", low=0.01, high=99.8),
         loss="mse - log((1 + ssim) / 2) + 0.1 * mse(aux, 0.8 gt + 0.2 raw)",

@@ -28,6 +28,15 @@ window (even sizes with the paper's window of 2) and cropped back.
 ``h1_lateral_pool=4`` (not in the paper) runs H1 at a quarter of the lateral resolution, so
 its projectors reach twice as far sideways: the widefield PSF spreads light ~32 pixels to
 each side, the paper's H1 sees 16.
+
+``h1_undecimated=True`` (not in the paper) runs H1 without decimation: pooling at stride 1,
+its 3x3 convolutions dilated by the pooling window, and the transposed convolution replaced
+by the ordinary convolution that averages its outputs over all phases. Every phase of the
+dilated grid computes exactly what the paper's H1 computes on a shifted input, so the weights
+are the same tensors and carry over either way, but the output no longer depends on where
+the pooling grid falls (the paper's H1 is shift-variant: averaging a 2D network's outputs
+over the 4 one-pixel shifts gained 0.3 dB). H1 then costs as much as at full scale (2D width
+16: the whole network ~1.4x as long on a CPU), and any input size works without padding.
 """
 
 from __future__ import annotations
@@ -45,11 +54,14 @@ GAUSSIAN_SIGMAS = (4.0, 1.0, 2.0, 3.0)  # {2s, s/2, s, 1.5s} with s = 2
 class _ConvBN(nn.Module):
     """conv (no bias) -> BatchNorm -> softplus, the unit RLN is made of."""
 
-    def __init__(self, ndim: int, cin: int, cout: int, bn: bool = True) -> None:
+    def __init__(
+        self, ndim: int, cin: int, cout: int, bn: bool = True, dilation: tuple[int, ...] = (1,)
+    ) -> None:
         super().__init__()
         conv = nn.Conv3d if ndim == 3 else nn.Conv2d
         norm = nn.BatchNorm3d if ndim == 3 else nn.BatchNorm2d
-        self.conv = conv(cin, cout, 3, padding=1, bias=False)
+        d = tuple(dilation) * (ndim // len(dilation)) if len(dilation) == 1 else tuple(dilation)
+        self.conv = conv(cin, cout, 3, padding=d, dilation=d, bias=False)
         self.bn = norm(cout, eps=BN_EPS, momentum=BN_MOMENTUM) if bn else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,6 +83,7 @@ class RLN(nn.Module):
         width: int = 4,
         bp_width: int = 8,
         h1_lateral_pool: int = 2,
+        h1_undecimated: bool = False,
     ) -> None:
         super().__init__()
         if (
@@ -81,6 +94,7 @@ class RLN(nn.Module):
         ):
             raise ValueError(
                 f"not an RLN: {architecture=}, {ndim=}, {width=}, {bp_width=}, {h1_lateral_pool=}"
+                f", {h1_undecimated=}"
             )
         n, w, b = ndim, width, bp_width
         self.ndim, self.width = n, w
@@ -88,14 +102,18 @@ class RLN(nn.Module):
         # laterally (4 doubles H1's lateral reach, towards the widefield PSF's width)
         p = h1_lateral_pool
         self.h1_pool = (2, p, p) if n == 3 else (p, p)
+        self.h1_undecimated = bool(h1_undecimated)
+        # input sizes must be multiples of this; other sizes are mirror-padded and cropped
+        self.size_step = (1,) * n if self.h1_undecimated else self.h1_pool
+        dilation = self.h1_pool if self.h1_undecimated else (1,)
         # H1: half scale
-        self.fp1_a1 = _ConvBN(n, 1, w)
-        self.fp1_a2 = _ConvBN(n, w, w)
-        self.fp1_f = _ConvBN(n, 2 * w, w)
+        self.fp1_a1 = _ConvBN(n, 1, w, dilation=dilation)
+        self.fp1_a2 = _ConvBN(n, w, w, dilation=dilation)
+        self.fp1_f = _ConvBN(n, 2 * w, w, dilation=dilation)
         self.dv1_bn = _norm(n, 1)
-        self.bp1_b1 = _ConvBN(n, 1, b)
-        self.bp1_b2 = _ConvBN(n, b, b)
-        self.bp1_b3 = _ConvBN(n, 2 * b, b)
+        self.bp1_b1 = _ConvBN(n, 1, b, dilation=dilation)
+        self.bp1_b2 = _ConvBN(n, b, b, dilation=dilation)
+        self.bp1_b3 = _ConvBN(n, 2 * b, b, dilation=dilation)
         up = nn.ConvTranspose3d if n == 3 else nn.ConvTranspose2d
         self.bp1_up = up(b, w, self.h1_pool, stride=self.h1_pool, bias=False)
         self.bp1_up_bn = _norm(n, w)
@@ -129,7 +147,7 @@ class RLN(nn.Module):
         """Output and the H1 update before its BatchNorm (target of the auxiliary loss)."""
         spatial = x.shape[2:]
         pads = []
-        for size, factor in zip(reversed(spatial), reversed(self.h1_pool)):
+        for size, factor in zip(reversed(spatial), reversed(self.size_step)):
             pads += [0, -int(size) % factor]
         if not any(pads):  # the only path traced/exported graphs contain: no size constants
             return self._forward_even(x)
@@ -141,10 +159,9 @@ class RLN(nn.Module):
     def _forward_even(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Intermediates are deleted after their last use: inference memory is then a few
         # feature maps, not all of them (what bounds the tile size on CPUs and GPUs).
-        pool = F.avg_pool3d if self.ndim == 3 else F.avg_pool2d
         width = self.width
-        # H1 at half scale
-        yd = pool(y, self.h1_pool)
+        # H1 at half scale (undecimated: every phase of it, on the full grid)
+        yd = self._h1_pool(y)
         a1 = self.fp1_a1(yd)
         a2 = self.fp1_a2(a1)
         f1 = self.fp1_f(torch.cat([a1, a2], 1)) + F.softplus(yd.expand(-1, width, *yd.shape[2:]))
@@ -155,7 +172,7 @@ class RLN(nn.Module):
         b2 = self.bp1_b2(b1)
         b3 = self.bp1_b3(torch.cat([b2, b1], 1))
         del b1, b2, d1
-        up = F.softplus(self.bp1_up_bn(self.bp1_up(b3)))
+        up = F.softplus(self.bp1_up_bn(self._h1_upsample(b3)))
         del b3
         b4 = self.bp1_b4(up)
         del up
@@ -177,6 +194,28 @@ class RLN(nn.Module):
         out = self.out(torch.cat([m1, m2], 1))
         del m1, m2
         return out.mean(1, keepdim=True), t2
+
+    def _h1_pool(self, y: torch.Tensor) -> torch.Tensor:
+        pool = F.avg_pool3d if self.ndim == 3 else F.avg_pool2d
+        if not self.h1_undecimated:
+            return pool(y, self.h1_pool)
+        # the window's mean at every voxel (window starting there), the trailing edge replicated
+        trailing = [pad for p in reversed(self.h1_pool) for pad in (0, p - 1)]
+        return pool(F.pad(y, trailing, mode="replicate"), self.h1_pool, stride=1)
+
+    def _h1_upsample(self, b3: torch.Tensor) -> torch.Tensor:
+        if not self.h1_undecimated:
+            return self.bp1_up(b3)
+        # The transposed convolution writes W[a] * B[i] to voxel p * i + a. With every phase
+        # present, voxel x receives W[a] * B[x - a] from the phase starting at x - a; the mean
+        # over the phases is a plain convolution with the flipped kernel, padded on the
+        # leading side.
+        spatial = list(range(2, 2 + self.ndim))
+        kernel = self.bp1_up.weight.transpose(0, 1).flip(spatial)
+        kernel = kernel / float(torch.tensor(self.h1_pool).prod())
+        leading = [pad for p in reversed(self.h1_pool) for pad in (p - 1, 0)]
+        conv = F.conv3d if self.ndim == 3 else F.conv2d
+        return conv(F.pad(b3, leading), kernel)
 
 
 def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
