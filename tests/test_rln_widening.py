@@ -43,7 +43,8 @@ def test_widened_network_computes_the_same_function(ndim, width, bp_width):
 def test_noise_lets_copies_differ_but_keeps_the_function_close():
     small = load_pretrained("rln2d.widefield-synthetic")[0].eval()
     old = small.config
-    big = create_model("rln2d", width=2 * old.width, bp_width=2 * old.bp_width).eval()
+    wider = {"width": 2 * old.width, "bp_width": 2 * old.bp_width}
+    big = create_model("rln2d", **{**old.model_dump(exclude={"architecture"}), **wider}).eval()
     gen = torch.Generator().manual_seed(1)
     big.load_state_dict(widen_rln_state(small.state_dict(), small.config, big.config, 0.01, gen))
     w = big.state_dict()["bp1_b2.conv.weight"]
@@ -72,6 +73,8 @@ def test_weights_grow_only_by_whole_multiples():
         widen_rln_state({}, RLNConfig(ndim=2), RLNConfig(ndim=3))
     with pytest.raises(DeconvError, match="lateral pooling window 2 into one with 4"):
         widen_rln_state({}, RLNConfig(), RLNConfig(h1_lateral_pool=4))
+    with pytest.raises(DeconvError, match="h1_undecimated=False into one with h1_undecimated=True"):
+        widen_rln_state({}, RLNConfig(), RLNConfig(width=8, h1_undecimated=True))
 
 
 def test_init_weights_grows_a_run_into_a_wider_model(tmp_path):

@@ -74,6 +74,12 @@ def widen_rln_state(
             f"into one with {new.h1_lateral_pool}: no function-preserving map exists; train "
             "that network from scratch"
         )
+    if old.h1_undecimated != new.h1_undecimated:
+        raise DeconvError(
+            f"cannot grow RLN weights with h1_undecimated={old.h1_undecimated} into one with "
+            f"h1_undecimated={new.h1_undecimated} while widening: grow first, then fine-tune "
+            "the same width in the other mode (--init-weights loads it as it is)"
+        )
     if old.ndim != new.ndim or new.width % old.width or new.bp_width % old.bp_width:
         raise DeconvError(
             f"cannot grow RLN weights ({old.ndim}D, width {old.width}, bp_width "
