@@ -41,6 +41,8 @@ over the 4 one-pixel shifts gained 0.3 dB). H1 then costs as much as at full sca
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -55,13 +57,12 @@ class _ConvBN(nn.Module):
     """conv (no bias) -> BatchNorm -> softplus, the unit RLN is made of."""
 
     def __init__(
-        self, ndim: int, cin: int, cout: int, bn: bool = True, dilation: tuple[int, ...] = (1,)
+        self, ndim: int, cin: int, cout: int, bn: bool = True, dilation: int | tuple = 1
     ) -> None:
         super().__init__()
         conv = nn.Conv3d if ndim == 3 else nn.Conv2d
         norm = nn.BatchNorm3d if ndim == 3 else nn.BatchNorm2d
-        d = tuple(dilation) * (ndim // len(dilation)) if len(dilation) == 1 else tuple(dilation)
-        self.conv = conv(cin, cout, 3, padding=d, dilation=d, bias=False)
+        self.conv = conv(cin, cout, 3, padding=dilation, dilation=dilation, bias=False)
         self.bn = norm(cout, eps=BN_EPS, momentum=BN_MOMENTUM) if bn else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,7 +106,7 @@ class RLN(nn.Module):
         self.h1_undecimated = bool(h1_undecimated)
         # input sizes must be multiples of this; other sizes are mirror-padded and cropped
         self.size_step = (1,) * n if self.h1_undecimated else self.h1_pool
-        dilation = self.h1_pool if self.h1_undecimated else (1,)
+        dilation = self.h1_pool if self.h1_undecimated else 1
         # H1: half scale
         self.fp1_a1 = _ConvBN(n, 1, w, dilation=dilation)
         self.fp1_a2 = _ConvBN(n, w, w, dilation=dilation)
@@ -212,7 +213,7 @@ class RLN(nn.Module):
         # leading side.
         spatial = list(range(2, 2 + self.ndim))
         kernel = self.bp1_up.weight.transpose(0, 1).flip(spatial)
-        kernel = kernel / float(torch.tensor(self.h1_pool).prod())
+        kernel = kernel / math.prod(self.h1_pool)
         leading = [pad for p in reversed(self.h1_pool) for pad in (p - 1, 0)]
         conv = F.conv3d if self.ndim == 3 else F.conv2d
         return conv(F.pad(b3, leading), kernel)
