@@ -24,8 +24,13 @@ def models_command(
         typer.echo(f"{name:18s} {dims:6s} {params:>11s} params  {summary}")
     from deconv.zoo.pretrained import pretrained_record
 
-    for name in list_models(pattern, pretrained=True):
-        typer.echo(f"{name:30s} weights for a {_psf_summary(pretrained_record(name).psf)}")
+    tagged = list_models(pattern, pretrained=True)
+    column = max((len(name) for name in tagged), default=0)
+    for name in tagged:
+        record = pretrained_record(name)
+        built_in = record.config.get("flip_axes")
+        note = f", equivariant to flips of axes {list(built_in)}" if built_in else ""
+        typer.echo(f"{name:{column}s}  weights for a {_psf_summary(record.psf)}{note}")
 
 
 def _psf_summary(psf) -> str:

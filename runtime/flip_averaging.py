@@ -11,7 +11,9 @@ Only flips of whole axes are used (not transposes), so every tile keeps its shap
 backend (torch, ONNX Runtime, TensorRT engines with fixed shapes) and tiling scheme works
 unchanged; each tile window, halo included, is flipped, predicted and flipped back. Which
 flips qualify is read off the model's PSF: widefield PSFs are symmetric laterally but not
-along z (spherical aberration), so a 3D model gets the four lateral flips.
+along z (spherical aberration), so a 3D model gets the four lateral flips. An RLN built
+with ``flip_axes`` already averages (and mixes) over those flips inside its graph, so they
+are left out here.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ from deconv.errors import DeconvError
 from deconv.psf import SYMMETRY_TOLERANCE, symmetric_axes
 
 
-def psf_flips(psf: np.ndarray, tolerance: float = SYMMETRY_TOLERANCE) -> list[tuple[int, ...]]:
-    """Every set of spatial axes whose flip leaves ``psf`` unchanged (``()``: no flip)."""
-    symmetric = symmetric_axes(psf, tolerance)
+def psf_flips(
+    psf: np.ndarray, tolerance: float = SYMMETRY_TOLERANCE, exclude: tuple[int, ...] = ()
+) -> list[tuple[int, ...]]:
+    """Every set of spatial axes whose flip leaves ``psf`` unchanged (``()``: no flip),
+    leaving out axes in ``exclude`` (those a network is already equivariant to)."""
+    symmetric = [a for a in symmetric_axes(psf, tolerance) if a not in exclude]
     return [combo for n in range(len(symmetric) + 1) for combo in combinations(symmetric, n)]
 
 
@@ -58,7 +63,12 @@ def tta_flips(source: Any) -> list[tuple[int, ...]]:
     if source.psf is None:
         raise DeconvError("--tta needs the model's PSF to know which flips keep the imaging "
                           "unchanged, and this model carries none")  # fmt: skip
-    flips = psf_flips(source.psf.data)
+    built_in = tuple(source.config.get("flip_axes", ()))
+    flips = psf_flips(source.psf.data, exclude=built_in)
+    if len(flips) == 1 and built_in:
+        raise DeconvError(f"--tta: the model is already exactly equivariant to flips of axes "
+                          f"{list(built_in)} (flip_axes), the flips its PSF allows; averaging "
+                          "would not change its output")  # fmt: skip
     if len(flips) == 1:
         raise DeconvError("--tta: the model's PSF is symmetric under no flip, nothing to average")
     return flips

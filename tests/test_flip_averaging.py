@@ -57,10 +57,18 @@ def test_averaging_symmetrises_a_backend_that_is_not(rng):
 
 def test_tta_refuses_models_it_cannot_serve(rng):
     with pytest.raises(DeconvError, match="needs the model's PSF"):
-        tta_flips(SimpleNamespace(psf=None))
-    lopsided = SimpleNamespace(psf=PSF(rng.random((5, 7, 7)).astype(np.float32), None))
+        tta_flips(SimpleNamespace(psf=None, config={}))
+    lopsided = PSF(rng.random((5, 7, 7)).astype(np.float32), None)
     with pytest.raises(DeconvError, match="symmetric under no flip"):
-        tta_flips(lopsided)
+        tta_flips(SimpleNamespace(psf=lopsided, config={}))
+
+
+def test_tta_leaves_out_the_flips_an_equivariant_rln_has_built_in(psf3d):
+    half = SimpleNamespace(psf=psf3d, config={"architecture": "rln", "flip_axes": [2]})
+    assert tta_flips(half) == [(), (1,)]
+    whole = SimpleNamespace(psf=psf3d, config={"architecture": "rln", "flip_axes": [1, 2]})
+    with pytest.raises(DeconvError, match=r"already exactly equivariant to flips of axes \[1, 2\]"):
+        tta_flips(whole)
 
 
 def test_run_with_tta_is_the_mean_over_flipped_runs(tmp_path, capsys, rng):

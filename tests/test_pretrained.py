@@ -18,6 +18,7 @@ from deconv.zoo import pretrained as pretrained_module
 from deconv.zoo.pretrained import load_pretrained, pretrained_record
 
 SHIPPED = ["rln2d.widefield-synthetic", "rln3d.widefield-synthetic"]
+EQUIVARIANT = ["rln2d.widefield-synthetic-equivariant", "rln3d.widefield-synthetic-equivariant"]
 WIDEFIELD = {"na": 1.4, "wavelength_emission": 0.52, "ni": 1.515, "ns": 1.33}
 
 
@@ -27,7 +28,7 @@ def call(capsys, *args: str) -> tuple[int, str]:
     return int(exit_info.value.code or 0), capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", SHIPPED + EQUIVARIANT)
 def test_shipped_weights_load_with_their_provenance(name):
     assert name in list_models(pretrained=True)
     model, record = load_pretrained(name)
@@ -96,7 +97,8 @@ def test_network_without_weights_and_wrong_dimensionality(tmp_path, capsys):
     assert code == 2 and "needs a PSF" in err
 
 
-def test_rln3d_restores_an_unseen_structure_class():
+@pytest.mark.parametrize("name", ["rln3d.widefield-synthetic", EQUIVARIANT[1]])
+def test_rln3d_restores_an_unseen_structure_class(name):
     """Shells were never in training; on a held-out volume the network must sharpen them."""
     from deconv.normalization import normalize
     from deconv.runtime.predict import predict
@@ -104,12 +106,16 @@ def test_rln3d_restores_an_unseen_structure_class():
     psf = generate_psf().data
     config = SynthConfig(structures=("shells",))
     raw, gt = simulate_pair((40, 96, 96), psf, seed=515_151, config=config)
-    model, record = load_pretrained("rln3d.widefield-synthetic")
-    card = get_model_card("rln3d.widefield-synthetic")
-    restored = predict(model, card, normalize(raw, record.normalization))
+    model, record = load_pretrained(name)
+    card = get_model_card(name)
+    x = normalize(raw, record.normalization)
+    restored = predict(model, card, x)
     before, after = evaluate(raw, gt), evaluate(restored, gt)
     assert after["psnr"] > before["psnr"] + 4.0
     assert after["ssim"] > before["ssim"] + 0.4
+    if name in EQUIVARIANT:  # the shipped weights keep the graph's exact flip equivariance
+        mirrored = predict(model, card, np.ascontiguousarray(x[:, ::-1, ::-1]))[:, ::-1, ::-1]
+        np.testing.assert_allclose(mirrored, restored, atol=1e-5 * float(np.abs(restored).max()))
 
 
 def test_committed_training_runs_still_read_as_runs():

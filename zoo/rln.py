@@ -10,7 +10,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from deconv.zoo.card import (
     Citation,
@@ -40,6 +40,20 @@ class RLNConfig(ModelConfig):
         description="run H1 on every phase of its pooling grid (dilated, not decimated): same "
         "weights, shift-equivariant output, any input size; H1 costs as much as at full scale",
     )
+    flip_axes: tuple[int, ...] = Field(
+        (),
+        description="spatial axes (0 = z in 3D) whose flips the network is exactly equivariant "
+        "to (the PSF must be symmetric under them): it runs once per combination of the flips "
+        "and mixes those frames' features before its merge layers; () is the paper's network",
+    )
+
+    @field_validator("flip_axes")
+    @classmethod
+    def _distinct_sorted_axes(cls, axes: tuple[int, ...], info) -> tuple[int, ...]:
+        ndim = info.data.get("ndim", 3)
+        if len(set(axes)) != len(axes) or not all(0 <= a < ndim for a in axes):
+            raise ValueError(f"flip_axes must be distinct spatial axes 0..{ndim - 1}, got {axes}")
+        return tuple(sorted(axes))
 
 
 class RLN(network.RLN):

@@ -67,7 +67,21 @@ def widen_rln_state(
     noise: float = 0.01,
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Weights of ``old`` (a state dict) as weights of the wider ``new`` configuration."""
+    """Weights of ``old`` (a state dict) as weights of the wider ``new`` configuration.
+
+    Growing a plain network into a flip-equivariant one (``flip_axes``) adds the frame-mixing
+    weights at zero, which makes the new network the flip average of the old one.
+    """
+    if old.flip_axes and (old.flip_axes, old.width, old.bp_width) != (
+        new.flip_axes,
+        new.width,
+        new.bp_width,
+    ):
+        raise DeconvError(
+            f"cannot carry RLN weights equivariant to flips of axes {list(old.flip_axes)} into "
+            f"flip_axes {list(new.flip_axes)}, width {new.width}, bp_width {new.bp_width}: only "
+            "a plain RLN grows (widen it first, then make it equivariant)"
+        )
     if old.h1_lateral_pool != new.h1_lateral_pool:
         raise DeconvError(
             f"cannot grow RLN weights with H1's lateral pooling window {old.h1_lateral_pool} "
@@ -116,6 +130,11 @@ def widen_rln_state(
             scale = noise * float(value.std())
             v = v + scale * torch.randn(v.shape, generator=generator, dtype=v.dtype)
         grown[key] = v.clone()
+    if new.flip_axes and not old.flip_axes:
+        from deconv.zoo.networks.rln import RLN
+
+        mixing = RLN(**new.model_dump()).state_dict()
+        grown.update({k: torch.zeros_like(v) for k, v in mixing.items() if "frame_mix" in k})
     return grown
 
 

@@ -387,6 +387,7 @@ def _load_initial_weights(
         )
     target = model.state_dict()
     resized = any(k in target and target[k].shape != v.shape for k, v in state.items())
+    resized = resized or not set(target) <= set(state)  # e.g. a plain RLN made equivariant
     if resized and grow is not None and source_config is not None:
         try:
             state = grow(state, source_config, model.config.model_dump())
@@ -441,6 +442,19 @@ def _flip_axes(flips: str, ndim: int, psf: np.ndarray | None) -> tuple[int, ...]
     return symmetric_axes(psf)
 
 
+def _check_built_in_flips(config: TrainConfig, psf: np.ndarray) -> None:
+    """A network made equivariant to a flip (an RLN's ``flip_axes``) is right only if the
+    imaging is: the PSF must be mirror-symmetric along each of those axes."""
+    symmetric = symmetric_axes(psf)
+    wrong = sorted(set(config.model_overrides.get("flip_axes", ())) - set(symmetric))
+    if wrong:
+        raise DeconvError(
+            f"flip_axes {wrong}: the PSF {config.psf} is not mirror-symmetric along "
+            f"{'this axis' if len(wrong) == 1 else 'these axes'}, so a network equivariant to "
+            f"those flips would be wrong by construction; it is symmetric along {list(symmetric)}"
+        )
+
+
 def _data(config: TrainConfig, card, settings, ndim: int):
     """The training source, the validation pairs and their description."""
     norm = card.normalization
@@ -452,6 +466,7 @@ def _data(config: TrainConfig, card, settings, ndim: int):
             )
         synth = SynthConfig(structures=config.train_structures)
         flip_axes = _flip_axes(config.flips, ndim, psf.data)
+        _check_built_in_flips(config, psf.data)
         source = SyntheticPool(
             psf.data, settings["volume_shape"], settings["patch"], norm, config.seed,
             config.pool_size, synth, config.intensity_scale,

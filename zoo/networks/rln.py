@@ -37,6 +37,18 @@ are the same tensors and carry over either way, but the output no longer depends
 the pooling grid falls (the paper's H1 is shift-variant: averaging a 2D network's outputs
 over the 4 one-pixel shifts gained 0.3 dB). H1 then costs as much as at full scale (2D width
 16: the whole network ~1.4x as long on a CPU), and any input size works without padding.
+
+``flip_axes`` (not in the paper) makes the network exactly equivariant to flips of those
+spatial axes, the flips that leave a widefield PSF unchanged. A plain network answers a
+flipped image only approximately with the flipped answer, and that asymmetric error grows on
+structures it was not trained on. The network runs once per combination of the flips (a
+"frame": 2^k of them, stacked along the batch), each frame on its flipped copy of the input,
+and the frames meet twice, before the merge layers ``m2`` and ``out``: every frame adds a
+learned 1x1 mix of the other frames' features at the same physical voxel (flipped into its
+own orientation). With the mixing weights at zero the network is the mean of its frames,
+i.e. the flip average of the plain network; trained, the frames exchange what each sees
+(a group convolution over the flips, after Cohen and Welling, ICML 2016). The cost is one
+plain network per frame. Equivariance is exact for sizes that need no padding.
 """
 
 from __future__ import annotations
@@ -85,17 +97,21 @@ class RLN(nn.Module):
         bp_width: int = 8,
         h1_lateral_pool: int = 2,
         h1_undecimated: bool = False,
+        flip_axes: tuple[int, ...] | list[int] = (),
     ) -> None:
         super().__init__()
+        flip_axes = tuple(int(a) for a in flip_axes)
         if (
             architecture != "rln"
             or ndim not in (2, 3)
             or min(width, bp_width) < 1
             or h1_lateral_pool not in (2, 4)
+            or len(set(flip_axes)) != len(flip_axes)
+            or not all(0 <= a < ndim for a in flip_axes)
         ):
             raise ValueError(
                 f"not an RLN: {architecture=}, {ndim=}, {width=}, {bp_width=}, {h1_lateral_pool=}"
-                f", {h1_undecimated=}"
+                f", {h1_undecimated=}, {flip_axes=}"
             )
         n, w, b = ndim, width, bp_width
         self.ndim, self.width = n, w
@@ -132,6 +148,21 @@ class RLN(nn.Module):
         self.m2 = _ConvBN(n, b + 2, b, bn=False)
         self.out = _ConvBN(n, 2 * b, b)
         self._init_weights()
+        # frame f sees the input flipped along these spatial axes (frame 0: unflipped); frames
+        # are numbered by bit masks over flip_axes, so frame f seen from frame g is frame f ^ g
+        self.frame_flips = [
+            tuple(a for i, a in enumerate(flip_axes) if f >> i & 1)
+            for f in range(2 ** len(flip_axes))
+        ]
+        if flip_axes:
+            conv = nn.Conv3d if n == 3 else nn.Conv2d
+            others = len(self.frame_flips) - 1
+            self.frame_mix_merge = conv(others * (b + 2), b + 2, 1, bias=False)
+            self.frame_mix_out = conv(others * 2 * b, 2 * b, 1, bias=False)
+            nn.init.zeros_(self.frame_mix_merge.weight)
+            nn.init.zeros_(self.frame_mix_out.weight)
+        else:
+            self.frame_mix_merge = self.frame_mix_out = None
 
     def _init_weights(self) -> None:
         gaussian = [self.fp1_a1, self.fp1_a2, self.fp1_f, self.fp2_a1, self.fp2_a2]
@@ -158,6 +189,30 @@ class RLN(nn.Module):
         return out[crop], aux[crop]
 
     def _forward_even(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(self.frame_flips) == 1:
+            return self._forward_frames(y)
+        frames = torch.cat([_flip(y, axes) for axes in self.frame_flips], 0)
+        out, aux = self._forward_frames(frames)
+        return self._mean_of_frames(out), self._mean_of_frames(aux)
+
+    def _mean_of_frames(self, t: torch.Tensor) -> torch.Tensor:
+        """Each frame's answer flipped back into the input's orientation, averaged."""
+        parts = t.chunk(len(self.frame_flips), 0)
+        return sum(_flip(p, axes) for p, axes in zip(parts, self.frame_flips)) / len(parts)
+
+    def _mix_frames(self, z: torch.Tensor, mix: nn.Module | None) -> torch.Tensor:
+        """z plus a learned mix of the other frames' z, each seen from this frame."""
+        if mix is None:
+            return z
+        parts = z.chunk(len(self.frame_flips), 0)
+        seen = [
+            _flip(torch.cat([parts[g ^ f] for g in range(len(parts))], 0), axes)
+            for f, axes in enumerate(self.frame_flips)
+            if f
+        ]
+        return z + mix(torch.cat(seen, 1))
+
+    def _forward_frames(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Intermediates are deleted after their last use: inference memory is then a few
         # feature maps, not all of them (what bounds the tile size on CPUs and GPUs).
         width = self.width
@@ -190,9 +245,11 @@ class RLN(nn.Module):
         del g2
         # H3 merge
         m1 = self.m1(e2)
-        m2 = self.m2(torch.cat([m1, e2, e1], 1))
+        merge = torch.cat([m1, e2, e1], 1)
         del e1, e2
-        out = self.out(torch.cat([m1, m2], 1))
+        m2 = self.m2(self._mix_frames(merge, self.frame_mix_merge))
+        del merge
+        out = self.out(self._mix_frames(torch.cat([m1, m2], 1), self.frame_mix_out))
         del m1, m2
         return out.mean(1, keepdim=True), t2
 
@@ -217,6 +274,11 @@ class RLN(nn.Module):
         leading = [pad for p in reversed(self.h1_pool) for pad in (p - 1, 0)]
         conv = F.conv3d if self.ndim == 3 else F.conv2d
         return conv(F.pad(b3, leading), kernel)
+
+
+def _flip(t: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+    """``t`` (N, C, *spatial) flipped along spatial ``axes``."""
+    return torch.flip(t, [2 + a for a in axes]) if axes else t
 
 
 def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
