@@ -6,7 +6,7 @@ running and benchmarking, and its inverse maps results back to the input's range
 Floor matching (inference only). Percentiles put a sparse sample's upper point on the flanks
 of its few objects, not on their peaks, and its background far above where a dense
 training image's background sits: the network then sees a brighter, lifted image than it
-was trained on, and it ties shapes to levels (BENCHMARKS.md, sessions 3 and 36-37). The
+was trained on, and it ties shapes to levels (benchmarks/quality-log.md, sessions 3 and 36-37). The
 *dark floor* of a normalised image, the 1st percentile of its 5-voxel box mean (the
 background's level, with the noise averaged out), tells the two apart without the PSF: a
 model records the highest floor among its training inputs (``reference_floor``), and an
@@ -26,7 +26,7 @@ from deconv.zoo.card import Normalization
 
 FLOOR_PERCENTILE = 1.0
 FLOOR_BOX = 5
-FLOOR_EXPONENT = 0.75  # chosen on validation seeds (BENCHMARKS.md, session 37)
+FLOOR_EXPONENT = 0.75  # chosen on validation seeds (benchmarks/quality-log.md, session 37)
 
 
 def percentile_range(image: np.ndarray, normalization: Normalization) -> tuple[float, float]:

@@ -5,7 +5,7 @@ shells (a class the 3D RLN never saw) the network renders mid-scale detail bette
 and the smooth, object-sized part of each shell worse, and RL passes more noise. Their
 errors are so little correlated that the plain mean of the two beats either by far more
 than a second network does: on 3D shells +1.2 dB over the best RL (+1.4 dB with ``--tta``),
-where in 2D an ensemble of three RLNs gained 0.1 dB (BENCHMARKS.md, sessions 10 and 18).
+where in 2D an ensemble of three RLNs gained 0.1 dB (benchmarks/quality-log.md, sessions 10 and 18).
 
 It is a hedge, not a free gain. It pays where network and RL are about equally good: on
 structures unlike the training data, and in 3D. Where the network is far ahead of RL (2D,

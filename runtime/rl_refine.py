@@ -3,12 +3,12 @@
 A network trained on synthetic data sees 17 voxels to each side; the widefield PSF spreads
 an object's light over several micrometres. What the network gets wrong is therefore what
 only the whole PSF can tell: its restoration, blurred by the PSF, does not quite reproduce
-the data, and the misfit sits on the smooth, object-sized part of thin walls (BENCHMARKS.md,
-session 25). RL is the fix for exactly that, but from a flat start it needs ~800 iterations
-to reach detail the network already has, passing noise on the way. Started from the
-network's answer it only has to make it consistent with the data.
+the data, and the misfit sits on the smooth, object-sized part of thin walls
+(benchmarks/quality-log.md, session 25). RL is the fix for exactly that, but from a flat
+start it needs ~800 iterations to reach detail the network already has, passing noise on
+the way. Started from the network's answer it only has to make it consistent with the data.
 
-Measured on the shipped 3D network (BENCHMARKS.md, session 35): 200 iterations from the
+Measured on the shipped 3D network (benchmarks/quality-log.md, session 35): 200 iterations from the
 network's output are better than the network on every class, the one it was trained on
 (+0.5 dB), thin membranes (+0.8 dB) and unseen shells (+0.9 dB, +1.3 dB over the best RL
 from a flat start), and better than ``--rl-consensus 800`` at a quarter of its iterations.

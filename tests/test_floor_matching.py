@@ -1,5 +1,5 @@
 """Floor matching: a sparse sample is scaled down until its background sits where the
-training data's did (deconv.normalization; BENCHMARKS.md session 37)."""
+training data's did (deconv.normalization; benchmarks/quality-log.md session 37)."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def test_run_restores_a_sparse_image_better_and_leaves_a_dense_one_alone(
         if name == "mix":  # a dense sample's floor is within the training data's: no change
             np.testing.assert_array_equal(outputs["matched"].data, outputs["percentiles"].data)
         assert outputs["matched"].extra["deconv.run"]["match_floor"] is True
-    # sparse dots: +4.4 dB on seeds 2000-2003 and +4.5 dB on 3000-3003 (BENCHMARKS.md)
+    # sparse dots: +4.4 dB on seeds 2000-2003 and +4.5 dB on 3000-3003 (quality-log.md, session 37)
     assert scores["dots"]["matched"] > scores["dots"]["percentiles"] + 3.0, scores
 
 
@@ -105,7 +105,7 @@ def test_sparse_3d_lines_gain_with_the_shipped_3d_network():
     plain = predict(source.model, source.card, network_input(raw, percentiles_only(source)))
     matched = predict(source.model, source.card, network_input(raw, source.normalization))
     assert input_range(raw, source.normalization)[2] < 0.5  # lines alone: a lifted floor
-    # +1.1 / +1.7 dB on 64x128x128 volumes of seeds 2000 / 3000 (BENCHMARKS.md)
+    # +1.1 / +1.7 dB on 64x128x128 volumes of seeds 2000 / 3000 (quality-log.md, s. 37)
     assert evaluate(matched, gt)["psnr"] > evaluate(plain, gt)["psnr"] + 0.5
 
 

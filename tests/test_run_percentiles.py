@@ -30,7 +30,7 @@ def dots(tmp_path_factory):
 def test_shipped_cards_show_the_percentiles_their_weights_were_trained_with():
     for name in ("rln2d.widefield-synthetic", "rln3d.widefield-synthetic"):
         assert get_model_card(name).normalization == pretrained_record(name).normalization
-    assert get_model_card(MODEL).normalization.high == 99.99  # session 36 (BENCHMARKS.md)
+    assert get_model_card(MODEL).normalization.high == 99.99  # quality-log.md, session 36
     assert get_model_card("rln2d").normalization.high == 99.8  # the architecture's
 
 
@@ -51,7 +51,7 @@ def test_run_normalises_by_the_given_percentiles(tmp_path, capsys, dots):
                                atol=1e-4 * float(np.abs(expected).max()))  # fmt: skip
     assert outputs["paper"].extra["deconv.run"]["percentiles"] == [0.01, 99.8]
     # why the shipped 2D weights moved to 99.99: a sparse image reaches the network at the
-    # level of its training images (+4.4 dB on this image; BENCHMARKS.md session 36)
+    # level of its training images (+4.4 dB on this image; benchmarks/quality-log.md session 36)
     scores = {k: evaluate(v.data, gt)["psnr"] for k, v in outputs.items()}
     assert scores["default"] > scores["paper"] + 1.0, scores
 

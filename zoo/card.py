@@ -51,7 +51,7 @@ class Normalization(BaseModel):
     ) -> Normalization:
         """This normalisation with other (low, high) percentiles, for ``--percentiles`` of
         ``deconv train`` and ``deconv run``: where the high one sits decides how bright a
-        sparse sample reaches the network (BENCHMARKS.md, session 36)."""
+        sparse sample reaches the network (benchmarks/quality-log.md, session 36)."""
         if percentiles is None:
             return self
         if self.kind != "percentile":

@@ -39,7 +39,7 @@ class PretrainedRecord(BaseModel):
         None,
         ge=1,
         description="RL iterations for `deconv run --rl-refine auto`, chosen on validation "
-        "images of the training classes (BENCHMARKS.md)",
+        "images of the training classes (benchmarks/quality-log.md, session 35)",
     )
 
 

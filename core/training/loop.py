@@ -84,8 +84,8 @@ class TrainConfig(BaseModel):
     along another axis pairs the data with the mirrored PSF, which the microscope does not
     have, so the network has to learn two PSFs and tell them apart (the shipped 3D network,
     trained that way, scores 0.3 dB lower on data imaged through the mirrored PSF; a
-    fine-tune without the z flips did not gain on held-out data, BENCHMARKS.md session 32,
-    so this is the physically right default rather than a measured gain). ``all``: every
+    fine-tune without the z flips did not gain on held-out data, benchmarks/quality-log.md
+    session 32, so this is the physically right default rather than a measured gain). ``all``: every
     axis, what runs made before this option did (and what resuming one of them keeps)."""
     noise: Literal["fresh", "fixed"] = "fresh"
     """Synthetic training: ``fresh`` draws new Poisson and read noise for every patch from
@@ -94,7 +94,7 @@ class TrainConfig(BaseModel):
     the default because it held held-out quality where fixed lost some: the same 1,500-step
     fine-tune of the shipped 3D network scored 32.44 / 32.41 / 32.42 dB on held-out shells
     at steps 500 / 750 / 1,500 with fresh noise, 32.24 / 32.24 / 32.35 with fixed
-    (BENCHMARKS.md, session 33). Paired data have the noise they were recorded with, so
+    (benchmarks/quality-log.md, session 33). Paired data have the noise they were recorded with, so
     this does not apply to them."""
     lr_schedule: Literal["step", "cosine"] = "step"
     """``step``: the architecture's published step decay. ``cosine``: half a cosine from the
@@ -114,7 +114,7 @@ class TrainConfig(BaseModel):
     own (RLN: 0.01, 99.8); recorded in the run and used wherever its weights run. A high
     percentile of 99.8 sits on a dense sample's brightest objects but inside a sparse
     sample's blur or background, so sparse samples reach the network several times brighter
-    than training ones; 99.99 keeps them alike (BENCHMARKS.md, session 36)."""
+    than training ones; 99.99 keeps them alike (benchmarks/quality-log.md, session 36)."""
     init_weights: str | None = None
     """Start from these weights instead of random ones (fine-tuning): a pretrained name
     (``rln3d.widefield-synthetic``) or a run directory (its best checkpoint)."""
