@@ -18,9 +18,11 @@
 #
 # Arguments after MINUTES are `deconv train`'s, read from zoo/weights (so runs/... paths
 # work) and without -o, --steps, --device or --time-limit, which this script sets. Back in
-# $OUT: gpu_tests.log, probe.jsonl, session.log and run.tar (the run directory: unpack it
-# under zoo/weights/runs, evaluate with benchmarks/bench_quality.py --model RUN). Keep the
-# call's timeout_s at MINUTES * 60 + 180 or more (install, tests, probe, validation, tar).
+# $OUT: session.log (with the benchmarks' tables), gpu_tests.log, bench_rln3d.json and
+# bench_rl.json (BENCH=0 skips them), probe.jsonl, train.log and run.tar (the run
+# directory: unpack it under zoo/weights/runs, evaluate with benchmarks/bench_quality.py
+# --model RUN). Keep the call's timeout_s at MINUTES * 60 + 240 or more (install, tests,
+# benchmarks, probe, validations, tar).
 # A dry run on a CPU (what CI-less checking here can do): PYTHON=.venv/bin/python INSTALL=0
 # DEVICE=cpu OUT=/tmp/x bash benchmarks/gpu_session.sh 1 rln2d_tiny --psf ...
 set -uo pipefail
@@ -52,9 +54,20 @@ log "gpu tests exit code $?"
 
 deconv() { "$python" -c "import sys; from deconv.cli import main; main(sys.argv[1:])" "$@"; }
 cd "$repo/zoo/weights"
+if [ "${BENCH:-1}" = 1 ]; then
+    # issue 5's GPU figures: RLN voxels/s at fp16 and fp32, ms per RL iteration at 128x512x512
+    log "bench: rln3d and rl at 128x512x512"
+    deconv bench --model rln3d.widefield-synthetic --shape 128,512,512 --tile 64,256,256 \
+        --batch-size 4 --backend torch --device "$device" --json "$out/bench_rln3d.json" \
+        >> "$out/session.log" 2>&1
+    deconv bench --model rl --psf runs/rln3d-widefield-wide-round3/psf.tif \
+        --shape 128,512,512 --device "$device" --json "$out/bench_rl.json" \
+        >> "$out/session.log" 2>&1
+    log "bench exit code $?"
+fi
 log "probe: 60 steps"
 rm -rf /tmp/probe
-deconv train "$@" -o /tmp/probe --steps 60 --val-every 30 --device "$device" > "$out/probe.log" 2>&1
+deconv train "$@" -o /tmp/probe --steps 60 --val-every 30 --device "$device" > "$out/train.log" 2>&1
 cp /tmp/probe/metrics.jsonl "$out/probe.jsonl" 2>/dev/null
 steps=$("$python" - "$minutes" <<'EOF'
 import json, sys
@@ -64,12 +77,12 @@ per_step = (rows[1]["seconds"] - rows[0]["seconds"]) / (rows[1]["step"] - rows[0
 budget = float(sys.argv[1]) * 60 * 0.9  # a tenth for validations and checkpoints
 print(max(100, int(budget / per_step) // 100 * 100))
 EOF
-) || { log "probe failed: see probe.log"; exit 4; }
+) || { log "probe failed: see train.log"; exit 4; }
 log "training $steps steps"
 rm -rf /tmp/run
 deconv train "$@" -o /tmp/run --steps "$steps" --val-every $((steps / 10)) \
     --checkpoint-every $((steps / 20)) --device "$device" --time-limit $((minutes + 1)) \
-    > "$out/train.log" 2>&1
+    >> "$out/train.log" 2>&1
 log "training exit code $?"
 tar -C /tmp -cf "$out/run.tar" run
 log "done"
