@@ -40,7 +40,7 @@ def test_shipped_weights_load_with_their_provenance(name):
     assert record.command.startswith("deconv psf") and "deconv train" in record.command
     # the card counts the shipped network's own weights (its config may widen the base's)
     assert get_model_card(name).parameters == sum(p.numel() for p in model.parameters())
-    assert get_model_card("rln2d.widefield-synthetic").parameters == 80_424  # width 16, bp 32
+    assert get_model_card("rln2d.widefield-synthetic").parameters == 317_000  # width 32, bp 64
 
 
 def test_tampered_weights_are_refused(tmp_path, monkeypatch):

@@ -33,13 +33,13 @@ def test_parameter_count_2d():
 
 def test_card_follows_the_config():
     """Cards of overridden configs (runs, shipped weights, packages) count their own
-    weights; the base card would say 5,472 for the shipped 80,424-parameter 2D network."""
+    weights; the base card would say 5,472 for the shipped 317,000-parameter 2D network."""
     config = {"width": 8, "bp_width": 16}
     card = get_model_card("rln2d", config)
     assert card.parameters == n_params(RLN(ndim=2, **config)) == 20_696
     assert card.halo == get_model_card("rln2d").halo  # width does not change the reach
     shipped = get_model_card("rln2d.widefield-synthetic").parameters
-    assert shipped == n_params(RLN(ndim=2, width=16, bp_width=32)) == 80_424
+    assert shipped == n_params(RLN(ndim=2, width=32, bp_width=64)) == 317_000
 
 
 def test_graph_facts():
