@@ -18,7 +18,11 @@ def synth_command(
     shape: Annotated[str, typer.Option(help="'z,y,x' or 'y,x'.")] = "64,128,128",
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same data.")] = 0,
     structures: Annotated[
-        str | None, typer.Option(help="Comma list of structure classes (default all).")
+        str | None,
+        typer.Option(
+            help="Comma list of structure classes (default: the paper's six; membranes and "
+            "filaments are opt-in)."
+        ),
     ] = None,
     photons: Annotated[float, typer.Option(help="Photons per ground-truth unit.")] = 5.0,
     background: Annotated[float, typer.Option(help="Background offset, counts.")] = 30.0,

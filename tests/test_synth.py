@@ -292,3 +292,23 @@ def test_membranes_are_opt_in_thin_and_deterministic():
     mask = a > 0
     assert mask.mean() < 0.05
     assert binary_erosion(mask).sum() < 0.2 * mask.sum()
+
+
+@pytest.mark.parametrize("shape", [(128, 128), (48, 96, 96)])
+def test_filaments_are_opt_in_thin_long_and_oblique(shape):
+    from deconv.synth import make_ground_truth
+
+    config = SynthConfig(structures=("filaments",), gt_sigma=0)
+    a = make_ground_truth(shape, np.random.default_rng(5), config)
+    assert np.array_equal(a, make_ground_truth(shape, np.random.default_rng(5), config))
+    assert "filaments" not in SynthConfig().structures
+    mask = a > 0
+    assert 0 < mask.mean() < 0.06
+    assert ndimage.binary_erosion(mask).sum() < 0.25 * mask.sum()  # one to three voxels thick
+    # Long and not axis-aligned: most fibres span several voxels on two or more axes, unlike
+    # the paper's lines, which are 2 voxels wide on every axis but one.
+    labels, n = ndimage.label(mask, structure=np.ones((3,) * len(shape)))
+    spans = [[s.stop - s.start for s in box] for box in ndimage.find_objects(labels)]
+    long_ones = [sp for sp in spans if max(sp) >= 8]
+    oblique = [sp for sp in long_ones if sorted(sp)[-2] >= 4]
+    assert n >= 5 and len(long_ones) >= 0.5 * n and len(oblique) >= 0.5 * len(long_ones)
