@@ -3,12 +3,12 @@
 # changes: the network alone, its run-time options (flip TTA, RL consensus, RL refine) on
 # held-out rings, the training classes, the sparse dots/lines checks with and without
 # floor matching, and one-class filament images. RL's sweeps are reused from the current
-# files (--classical-from), so only the network is recomputed. The `-equivariant` files are left alone: those weights are
-# their own record.
+# files (--classical-from), so only the network is recomputed. The `-equivariant` files are
+# left alone: those weights are their own record.
 #
 #   bash benchmarks/remeasure_rln2d.sh REFINE_ITERATIONS   # the record's --rl-refine auto count
 #
-# About 10 minutes on 2 CPU cores.
+# About 5 minutes on 2 CPU cores (session 46).
 set -euo pipefail
 refine=${1:?usage: remeasure_rln2d.sh REFINE_ITERATIONS}
 root=$(cd "$(dirname "$0")/.." && pwd)

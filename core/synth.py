@@ -189,10 +189,18 @@ def _paint_membrane(gt: np.ndarray, centre: np.ndarray, rng: np.random.Generator
     half = (edge - 1) / 2
     inside = sum(((g - half) / (edge / 2)) ** 2 for g in grids) <= 1.0
     mask = (np.abs(field) < thickness) & inside
-    lo = np.floor(centre).astype(int) - edge // 2
+    _max_paint_mask(gt, mask, np.floor(centre).astype(int) - edge // 2, value)
+
+
+def _max_paint_mask(gt: np.ndarray, mask: np.ndarray, corner: np.ndarray, value: float) -> None:
+    """Max-paint `value` where `mask` is set, with mask[0, ...] at voxel `corner` of `gt`.
+
+    The corner may lie outside `gt` and the mask may overhang any border: only the part
+    inside is painted, so an object cut by the field of view keeps its shape up to the edge.
+    """
     src, dst = [], []
-    for a, n in zip(lo, gt.shape, strict=True):
-        s0, s1 = max(0, -a), min(edge, n - a)
+    for a, m, n in zip(corner, mask.shape, gt.shape, strict=True):
+        s0, s1 = max(0, -a), min(m, n - a)
         if s0 >= s1:
             return
         src.append(slice(s0, s1))
@@ -231,18 +239,13 @@ def _paint_filament(gt: np.ndarray, centre: np.ndarray, rng: np.random.Generator
     margin = int(np.ceil(radius)) + 1
     lo = np.floor(points.min(axis=0)).astype(int) - margin
     hi = np.ceil(points.max(axis=0)).astype(int) + margin + 1
-    box_lo, box_hi = np.maximum(lo, 0), np.minimum(hi, gt.shape)
-    if np.any(box_lo >= box_hi):
-        return
-    # The distance to the rasterised centreline, in the unclipped box so a fibre cut by the
-    # border keeps its thickness up to the edge.
+    if np.any(hi <= 0) or np.any(lo >= gt.shape):
+        return  # wholly outside: skip the distance transform
+    # The distance to the rasterised centreline, in the fibre's whole box (not the part
+    # inside the array) so a fibre cut by the border keeps its thickness up to the edge.
     centreline = np.ones(hi - lo, bool)
     centreline[tuple(np.round(points - lo).astype(int).T)] = False
-    mask = distance_transform_edt(centreline) <= radius
-    src = tuple(slice(a - b, c - b) for a, b, c in zip(box_lo, lo, box_hi, strict=True))
-    dst = tuple(slice(a, c) for a, c in zip(box_lo, box_hi, strict=True))
-    view = gt[dst]
-    np.maximum(view, np.where(mask[src], np.float32(value), np.float32(0)), out=view)
+    _max_paint_mask(gt, distance_transform_edt(centreline) <= radius, lo, value)
 
 
 def make_ground_truth(
