@@ -104,6 +104,10 @@ def main() -> None:
     parser.add_argument("--structures", default="shells",
                         help="test classes (comma list); another set than the default "
                         "shells measures the gap on classes the model did see")  # fmt: skip
+    parser.add_argument("--beyond-field", choices=("nothing", "specimen"), default="nothing",
+                        help="what lies past the test volumes' faces (deconv.synth): nothing "
+                        "(the tables before session 47) or the specimen, whose blur reaches "
+                        "into the field as in a real one")  # fmt: skip
     args = parser.parse_args()
 
     source = resolve_source(args.model)
@@ -112,7 +116,9 @@ def main() -> None:
         source = dataclasses.replace(source, normalization=plain)
     model, card, psf = source.model, source.card, source.psf.data
     shape = (64, 128, 128) if card.ndim == 3 else (256, 256)
-    synth = SynthConfig(structures=tuple(args.structures.split(",")))
+    synth = SynthConfig(
+        structures=tuple(args.structures.split(",")), beyond_field=args.beyond_field
+    )
     if args.rl_consensus and args.rl_refine:
         raise SystemExit("--rl-consensus and --rl-refine score different hybrids: pick one")
     pairs = [simulate_pair(shape, psf, args.seed + i, synth) for i in range(args.count)]
@@ -120,6 +126,7 @@ def main() -> None:
 
     classes = "shells-only, unseen class" if synth.structures == ("shells",) else args.structures
     seeds = "" if args.seed == TEST_SEED else f" from seed {args.seed}"
+    seeds += ", specimen beyond the field" if args.beyond_field == "specimen" else ""
     results = {"model": args.model, "test": f"{args.count} x {shape} {classes}{seeds}",
                "match_floor": not args.no_match_floor}  # fmt: skip
     if args.classical_from:

@@ -27,6 +27,13 @@ def synth_command(
     photons: Annotated[float, typer.Option(help="Photons per ground-truth unit.")] = 5.0,
     background: Annotated[float, typer.Option(help="Background offset, counts.")] = 30.0,
     read_noise: Annotated[float, typer.Option(help="Gaussian read noise sigma, counts.")] = 0.5,
+    beyond_field: Annotated[
+        str,
+        typer.Option(
+            help="What lies past the faces: nothing (objects cut by a face send no light from "
+            "beyond it) or specimen (drawn and imaged past the faces, then cropped)."
+        ),
+    ] = "nothing",
     psf_voxel_size: Annotated[
         str | None, typer.Option(help="PSF voxel size 'dz,dy,dx' µm (measured PSFs).")
     ] = None,
@@ -39,8 +46,9 @@ def synth_command(
     sizes = parse_numbers(shape, int, "--shape")
     classes = tuple(s.strip() for s in structures.split(",")) if structures else STRUCTURE_CLASSES
     config = SynthConfig(
-        structures=classes, photon_scale=photons, background=background, read_noise=read_noise
-    )
+        structures=classes, photon_scale=photons, background=background,
+        read_noise=read_noise, beyond_field=beyond_field,
+    )  # fmt: skip
     kernel = load_psf(psf, voxel_size=parse_numbers(psf_voxel_size, float, "--psf-voxel-size"))
     paths = write_synthetic_dataset(
         output, kernel.data, n=n, shape=sizes, seed=seed, voxel_size=kernel.voxel_size,

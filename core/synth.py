@@ -25,6 +25,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -91,6 +92,13 @@ class SynthConfig(BaseModel):
     same constant, so adding it after the blur is exact and cheaper."""
     read_noise: float = 0.5
     """Standard deviation (counts) of the Gaussian camera read noise added after Poisson."""
+    beyond_field: Literal["nothing", "specimen"] = "nothing"
+    """What lies past the array's faces. ``nothing``: the phantom is drawn in the array and
+    blurred with a zero boundary, so an object cut by a face sends no light from its part
+    beyond it, which no microscope records (what every dataset before this option was).
+    ``specimen``: the phantom is drawn over the array grown by the PSF's half-size on every
+    side, imaged, and cropped, so the field of view receives the blur of what lies just
+    outside it, as a real one does. The density is the same either way."""
 
     @field_validator("structures")
     @classmethod
@@ -336,6 +344,21 @@ def simulate_raw(
     return add_noise(expected_counts(gt, psf, config), rng, config)
 
 
+def draw_phantom(
+    shape: Sequence[int], psf: np.ndarray, rng: np.random.Generator, config: SynthConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """One ground truth of ``shape`` and its noise-free image (counts, float64), with what
+    lies past the faces as ``config.beyond_field`` says."""
+    shape = _check_shape(shape)
+    if config.beyond_field == "nothing":
+        gt = make_ground_truth(shape, rng, config)
+        return gt, expected_counts(gt, psf, config)
+    margin = [k // 2 for k in np.shape(psf)]
+    grown = make_ground_truth([n + 2 * m for n, m in zip(shape, margin)], rng, config)
+    field = tuple(slice(m, m + n) for m, n in zip(margin, shape))
+    return grown[field].copy(), expected_counts(grown, psf, config)[field].copy()
+
+
 def simulate_pair(
     shape: Sequence[int], psf: np.ndarray, seed: int, config: SynthConfig | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -344,8 +367,8 @@ def simulate_pair(
     _check_psf(psf, len(shape))  # fail before spending time on the GT
     config = config or SynthConfig()
     rng = np.random.default_rng(seed)
-    gt = make_ground_truth(shape, rng, config)
-    return simulate_raw(gt, psf, rng, config), gt
+    gt, expected = draw_phantom(shape, psf, rng, config)
+    return add_noise(expected, rng, config), gt
 
 
 def pair_seed(seed: int, index: int) -> int:

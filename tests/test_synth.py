@@ -312,3 +312,33 @@ def test_filaments_are_opt_in_thin_long_and_oblique(shape):
     long_ones = [sp for sp in spans if max(sp) >= 8]
     oblique = [sp for sp in long_ones if sorted(sp)[-2] >= 4]
     assert n >= 5 and len(long_ones) >= 0.5 * n and len(oblique) >= 0.5 * len(long_ones)
+
+
+@pytest.mark.parametrize("shape", [(24, 40, 40), (64, 64)])
+def test_specimen_beyond_the_field_sends_its_blur_in_through_the_faces(shape):
+    from deconv.synth import draw_phantom
+
+    psf = gaussian_psf(len(shape), sigma=2.0, radius=6)
+    config = SynthConfig(beyond_field="specimen", background=0.0)
+    gt, expected = draw_phantom(shape, psf, np.random.default_rng(4), config)
+    assert gt.shape == expected.shape == shape
+    # what the field's own phantom accounts for, with nothing beyond (scipy, zero boundary)
+    own = config.photon_scale * fftconvolve(gt.astype(np.float64), psf, mode="same")
+    deep = tuple(slice(6, n - 6) for n in shape)  # farther than the PSF reaches from a face
+    np.testing.assert_allclose(expected[deep], own[deep], rtol=1e-6, atol=1e-6)
+    faces = np.ones(shape, bool)
+    faces[deep] = False
+    assert (expected - own)[faces].min() > -1e-6  # light only ever arrives from outside
+    assert (expected - own)[faces].mean() > 0.05 * own[faces].mean()
+    # the density of objects is that of a field with nothing beyond
+    nothing = [make_ground_truth(shape, np.random.default_rng(s), SynthConfig()).mean()
+               for s in range(6)]  # fmt: skip
+    beyond = [draw_phantom(shape, psf, np.random.default_rng(s), config)[0].mean()
+              for s in range(6)]  # fmt: skip
+    assert np.mean(beyond) == pytest.approx(np.mean(nothing), rel=0.25)
+    # the default is the earlier data, byte for byte
+    raw, truth = simulate_pair(shape, psf, 7)
+    rng = np.random.default_rng(7)
+    old_truth = make_ground_truth(shape, rng, SynthConfig())
+    np.testing.assert_array_equal(truth, old_truth)
+    np.testing.assert_array_equal(raw, simulate_raw(old_truth, psf, rng))

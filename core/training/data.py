@@ -26,8 +26,7 @@ from deconv.synth import (
     STRUCTURE_CLASSES,
     SynthConfig,
     add_noise,
-    expected_counts,
-    make_ground_truth,
+    draw_phantom,
     pair_seed,
     simulate_pair,
 )
@@ -195,8 +194,7 @@ class SyntheticPool(PatchSource):
         :func:`deconv.synth.simulate_pair`), and with fresh noise what it is drawn from."""
         synth = self.synth.model_copy(update={"photon_scale": self.photon_level(index)})
         rng = np.random.default_rng(pair_seed(self.seed, index))
-        gt = make_ground_truth(self.volume_shape, rng, synth)
-        expected = expected_counts(gt, self.psf, synth)
+        gt, expected = draw_phantom(self.volume_shape, self.psf, rng, synth)
         raw = add_noise(expected, rng, synth)
         lo, hi = percentile_range(raw, self.normalization)
         pair = (rescale(raw, lo, hi), normalize(gt, self.normalization))
