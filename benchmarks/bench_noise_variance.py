@@ -33,7 +33,7 @@ from deconv.metrics import evaluate
 from deconv.normalization import network_input
 from deconv.richardson_lucy import RichardsonLucy, RLConfig
 from deconv.runtime.predict import predict
-from deconv.synth import SynthConfig, add_noise, expected_counts, make_ground_truth
+from deconv.synth import SynthConfig, add_noise, draw_phantom
 
 NOISE_SEED = 424_242  # the extra realizations' own stream, disjoint from the test seeds
 
@@ -79,8 +79,7 @@ def main() -> None:
     scores = {name: {"one": [], "mean": [], "noise_free": []} for name in methods}
     for i in range(args.count):
         rng = np.random.default_rng(TEST_SEED + i)  # the phantom bench_quality draws
-        truth = make_ground_truth(shape, rng, synth)
-        expected = expected_counts(truth, psf, synth)
+        truth, expected = draw_phantom(shape, psf, rng, synth)
         noise = np.random.default_rng([NOISE_SEED, i])
         raws = [add_noise(expected, noise, synth) for _ in range(args.realizations)]
         for name, method in methods.items():
